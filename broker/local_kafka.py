@@ -1,0 +1,359 @@
+"""Fetch, start, stop and inspect a real local Apache Kafka broker (KRaft, no Docker).
+
+    python -m broker.local_kafka fetch|start|stop|status|reset [--brokers N] [--node ID]
+
+The first client port comes from KAFKA_BOOTSTRAP_SERVERS (default localhost:9092); with
+`--brokers 3` (or BROKERS=3) the nodes take that port and the next two. Each node keeps its
+data, log and pid under `.kafka/<port>/`, which survives reboots and is git-ignored.
+Exit status: 0 done, 1 failed, 2 usage or missing prerequisite, 3 (status) not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from broker.node_config import PROJECT_ROOT, Node, cluster_nodes, jvm_options, kafka_uuid, libs_dir, state_root
+
+POM = PROJECT_ROOT / "broker" / "pom.xml"
+LOG4J_CONFIG = PROJECT_ROOT / "broker" / "log4j2.xml"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+INSTALL_HINT = ("Install Java 17+ and Maven (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless maven), "
+                "or use any running broker instead by setting KAFKA_BOOTSTRAP_SERVERS=host:port.")
+
+
+class BrokerToolError(RuntimeError):
+    """A failure the user can act on; the message says what failed and what to do."""
+
+    exit_status = 1
+
+
+class MissingPrerequisite(BrokerToolError):
+    exit_status = 2
+
+
+def say(message: str) -> None:
+    print(f"[local-kafka] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- prerequisites
+
+def java_major_version(java: str) -> int:
+    """Return the major version that `java -version` prints, such as 17."""
+    output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    for token in output.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and ("." in token or token.isdigit()):
+            major = int(head)
+            return int(token.split(".")[1]) if major == 1 else major
+    raise MissingPrerequisite(f"could not read the Java version from: {output.strip()!r}. {INSTALL_HINT}")
+
+
+def find_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise MissingPrerequisite(f"Java not found. {INSTALL_HINT}")
+    if java_major_version(java) < 17:
+        raise MissingPrerequisite(f"Java 17 or newer is required, {java} is older. {INSTALL_HINT}")
+    return java
+
+
+def classpath() -> str:
+    jars = sorted(libs_dir().glob("*.jar"))
+    if not any(jar.name.startswith("kafka_2.13-") for jar in jars):
+        raise BrokerToolError(f"no Kafka jars in {libs_dir()}; run `make kafka-fetch` first")
+    return os.pathsep.join(str(jar) for jar in jars)
+
+
+# ---------------------------------------------------------------------------- fetch
+
+def fetch(force: bool = False) -> None:
+    """Copy kafka_2.13 and its runtime dependencies from Maven Central into `.kafka/libs`."""
+    marker = libs_dir() / ".fetched-from-pom"
+    pom_text = POM.read_text()
+    if not force and marker.is_file() and marker.read_text() == pom_text:
+        return
+    find_java()
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise MissingPrerequisite(f"Maven (mvn) not found. {INSTALL_HINT}")
+
+    started = time.monotonic()
+    say(f"fetching Kafka jars with Maven into {libs_dir()} (the first time takes a minute)")
+    if libs_dir().exists():
+        shutil.rmtree(libs_dir())
+    command = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+               f"-DoutputDirectory={libs_dir()}", "-DincludeScope=runtime"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise BrokerToolError(f"Maven could not fetch the Kafka jars (exit {result.returncode}):\n{tail}")
+    if not any(libs_dir().glob("log4j-slf4j-impl-*.jar")):
+        raise BrokerToolError("the slf4j binding log4j-slf4j-impl is missing from the fetched jars; check broker/pom.xml")
+    marker.write_text(pom_text)
+    say(f"fetched {len(list(libs_dir().glob('*.jar')))} jars in {time.monotonic() - started:.1f} s")
+
+
+# ---------------------------------------------------------------------------- probing
+
+def port_accepts(port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def answers_metadata(address: str, timeout_s: float = 3.0) -> bool:
+    """Return True when a Kafka broker at `address` answers a metadata request."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=address, client_id="local-kafka-probe",
+                                 bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms)
+    except (KafkaError, OSError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def read_pid(node: Node) -> int | None:
+    """Return the pid in the node's pid file when that process is still a Kafka broker."""
+    try:
+        pid = int(node.pid_file.read_text().strip())
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"kafka.Kafka" in command_line else None
+
+
+def log_tail(node: Node, lines: int = 25) -> str:
+    try:
+        text = node.log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no broker log yet)"
+    return "\n".join(text[-lines:])
+
+
+# ---------------------------------------------------------------------------- start
+
+def format_storage(java: str, nodes: list[Node], node: Node) -> None:
+    """Format the node's KRaft log folder once; a formatted folder is left alone."""
+    if (node.data_dir / "meta.properties").is_file():
+        return
+    cluster_id_file = state_root() / f"cluster-{nodes[0].port}-{len(nodes)}.id"
+    if not cluster_id_file.is_file():
+        cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+        cluster_id_file.write_text(kafka_uuid())
+    command = [java, "-cp", classpath(), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "kafka.tools.StorageTool",
+               "format", "-t", cluster_id_file.read_text().strip(), "-c", str(node.properties_file)]
+    if len(nodes) == 1:
+        command.append("--standalone")
+    else:
+        command += ["--initial-controllers", initial_controllers(nodes)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise BrokerToolError(f"formatting {node.data_dir} failed:\n{(result.stdout + result.stderr).strip()}")
+
+
+def initial_controllers(nodes: list[Node]) -> str:
+    """Return `id@host:port:directory-id` for every node, with directory ids kept across formats."""
+    entries = []
+    for node in nodes:
+        id_file = node.folder / "directory.id"
+        if not id_file.is_file():
+            id_file.write_text(kafka_uuid())
+        entries.append(f"{node.node_id}@127.0.0.1:{node.controller_port}:{id_file.read_text().strip()}")
+    return ",".join(entries)
+
+
+def launch(java: str, nodes: list[Node], node: Node) -> subprocess.Popen:
+    """Start the node's JVM in a session of its own, so it outlives this process."""
+    node.folder.mkdir(parents=True, exist_ok=True)
+    node.properties_file.write_text(node.render_properties())
+    format_storage(java, nodes, node)
+    tmp_dir = node.folder / "tmp"  # zstd-jni and snappy unpack native libraries here.
+    tmp_dir.mkdir(exist_ok=True)
+    command = [java, *jvm_options(len(nodes)), f"-Djava.io.tmpdir={tmp_dir}",
+               f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath(),
+               "kafka.Kafka", str(node.properties_file)]
+    with open(node.log_file, "ab") as log:
+        log.write(f"\n==== start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=node.folder, start_new_session=True)
+    node.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def wait_until_ready(node: Node, process: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            node.pid_file.unlink(missing_ok=True)
+            raise BrokerToolError(f"the broker on port {node.port} exited with status {process.returncode} "
+                                  f"during start. Last lines of {node.log_file}:\n{log_tail(node)}")
+        if port_accepts(node.port, 0.5) and answers_metadata(node.address, 2.0):
+            return
+        time.sleep(0.5)
+    raise BrokerToolError(f"the broker on port {node.port} did not answer within {timeout_s:.0f} s. "
+                          f"Last lines of {node.log_file}:\n{log_tail(node)}")
+
+
+def start(nodes: list[Node], only: int | None = None) -> None:
+    """Start every node of `nodes` (or only node `only`) that is not already answering."""
+    chosen = [node for node in nodes if only is None or node.node_id == only]
+    to_start = []
+    for node in chosen:
+        if answers_metadata(node.address, 2.0):
+            say(f"a Kafka broker already answers at {node.address}; nothing to start")
+        elif port_accepts(node.port) or port_accepts(node.controller_port):
+            raise BrokerToolError(
+                f"port {node.port} or {node.controller_port} on 127.0.0.1 is taken by a process that is not a "
+                f"Kafka broker. Stop that process, or set KAFKA_BOOTSTRAP_SERVERS to another port such as "
+                f"localhost:{node.port + 1000}.")
+        else:
+            to_start.append(node)
+    if not to_start:
+        return
+
+    fetch()
+    java = find_java()
+    started = time.monotonic()
+    launched = [(node, launch(java, nodes, node)) for node in to_start]
+    for node, process in launched:
+        wait_until_ready(node, process)
+        say(f"broker node {node.node_id} ready at {node.address} pid={process.pid} log={node.log_file} "
+            f"({time.monotonic() - started:.1f} s)")
+
+
+# ---------------------------------------------------------------------------- stop, status, reset
+
+def stop_node(node: Node, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Stop the node cleanly with SIGTERM, then SIGKILL after `timeout_s`; return whether one ran."""
+    pid = read_pid(node)
+    if pid is None:
+        node.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and read_pid(node) == pid and not _is_zombie(pid):
+        time.sleep(0.2)
+    if read_pid(node) == pid and not _is_zombie(pid):
+        say(f"node {node.node_id} (pid {pid}) did not stop within {timeout_s:.0f} s; killing it")
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    node.pid_file.unlink(missing_ok=True)
+    say(f"stopped broker node {node.node_id} on port {node.port} (pid {pid})")
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def stop(nodes: list[Node], only: int | None = None) -> None:
+    stopped = [stop_node(node) for node in nodes if only is None or node.node_id == only]
+    if not any(stopped):
+        say("no local broker started by this project is running at " + ", ".join(n.address for n in nodes))
+
+
+def status(nodes: list[Node]) -> bool:
+    """Print one line per node and return True when every node answers."""
+    all_up = True
+    for node in nodes:
+        pid = read_pid(node)
+        answering = answers_metadata(node.address, 2.0)
+        all_up = all_up and answering
+        state = "running" if answering else ("starting or stuck" if pid else "stopped")
+        role = "broker+controller"
+        say(f"node {node.node_id}: {state} address={node.address} controller_port={node.controller_port} "
+            f"pid={pid or '-'} role={role} log={node.log_file}")
+    return all_up
+
+
+def reset(nodes: list[Node]) -> None:
+    """Stop the nodes and wipe their data folders; the next start formats fresh storage."""
+    stop(nodes)
+    for node in nodes:
+        if node.folder.exists():
+            shutil.rmtree(node.folder)
+            say(f"wiped {node.folder}")
+    (state_root() / f"cluster-{nodes[0].port}-{len(nodes)}.id").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def first_local_port(bootstrap_servers: str) -> int:
+    """Return the port of the first bootstrap address, which must be on this machine."""
+    first = bootstrap_servers.split(",")[0].strip()
+    host, _, port_text = first.rpartition(":")
+    if host not in LOOPBACK_NAMES:
+        raise MissingPrerequisite(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} is not on this machine; the local "
+                                  f"broker runs on 127.0.0.1 only. Use localhost:PORT, or manage that broker yourself.")
+    if not port_text.isdigit():
+        raise MissingPrerequisite(f"invalid KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}: expected host:port")
+    return int(port_text)
+
+
+def bootstrap_from_settings() -> str:
+    """Read KAFKA_BOOTSTRAP_SERVERS the way the producer and consumer do (environment, then .env)."""
+    from utils.utils_config import ConfigError, load_settings
+
+    try:
+        return load_settings().bootstrap_servers
+    except ConfigError as error:
+        raise MissingPrerequisite(str(error)) from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m broker.local_kafka", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("fetch", "start", "stop", "status", "reset"))
+    parser.add_argument("--brokers", type=int, default=int(os.environ.get("BROKERS") or 1), choices=(1, 3),
+                        help="nodes in the local cluster (default: BROKERS or 1)")
+    parser.add_argument("--node", type=int, default=None, help="start or stop only this node id (1, 2 or 3)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.command == "fetch":
+            fetch(force=True)
+            return 0
+        nodes = cluster_nodes(first_local_port(bootstrap_from_settings()), args.brokers)
+        if args.command == "start":
+            start(nodes, args.node)
+        elif args.command == "stop":
+            stop(nodes, args.node)
+        elif args.command == "status":
+            return 0 if status(nodes) else 3
+        elif args.command == "reset":
+            reset(nodes)
+        return 0
+    except BrokerToolError as error:
+        say(f"error: {error}")
+        return error.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Layout and server.properties of the local KRaft nodes, one folder per client port."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONTROLLER_PORT_OFFSET = 100  # Node on client port 9092 runs its controller on 9192.
+HOST = "127.0.0.1"
+
+
+def state_root() -> Path:
+    """Return the git-ignored folder with the jars and every node's data (`KAFKA_LOCAL_DIR` moves it)."""
+    return Path(os.environ.get("KAFKA_LOCAL_DIR", PROJECT_ROOT / ".kafka")).expanduser().resolve()
+
+
+def libs_dir() -> Path:
+    return state_root() / "libs"
+
+
+def kafka_uuid() -> str:
+    """Return a random id in Kafka's own form: 16 bytes, URL-safe base64 without padding.
+
+    Kafka rejects ids that start with '-' on the command line, so those are drawn again.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+@dataclass(frozen=True)
+class Node:
+    """One combined broker+controller process of the local cluster."""
+
+    node_id: int
+    port: int
+    cluster_ports: tuple[int, ...]
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + CONTROLLER_PORT_OFFSET
+
+    @property
+    def folder(self) -> Path:
+        return state_root() / str(self.port)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.folder / "server.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "broker.pid"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def quorum_bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{port + CONTROLLER_PORT_OFFSET}" for port in self.cluster_ports)
+
+    def render_properties(self) -> str:
+        """Return server.properties for this node, sized for a 2-core machine."""
+        replication = min(3, len(self.cluster_ports))
+        min_isr = 2 if replication == 3 else 1
+        lines = {
+            "process.roles": "broker,controller",
+            "node.id": self.node_id,
+            "controller.quorum.bootstrap.servers": self.quorum_bootstrap(),
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            # Advertise the IPv4 loopback address: "localhost" can resolve to ::1 first, where nothing listens.
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": self.data_dir,
+            "num.partitions": 3,
+            "default.replication.factor": replication,
+            "min.insync.replicas": min_isr,
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": replication,
+            "offsets.topic.num.partitions": 5,
+            "transaction.state.log.replication.factor": replication,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replication,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "group.initial.rebalance.delay.ms": 0,
+            "num.network.threads": 2,
+            "num.io.threads": 2,
+            "num.recovery.threads.per.data.dir": 1,
+            "background.threads": 4,
+            "log.retention.hours": 168,
+            "log.segment.bytes": 268435456,
+        }
+        header = "# Written by broker/local_kafka.py at each start; edit that file, not this one.\n"
+        return header + "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def cluster_nodes(first_port: int, brokers: int) -> list[Node]:
+    """Return the nodes of a local cluster on consecutive client ports starting at `first_port`."""
+    ports = tuple(first_port + index for index in range(brokers))
+    return [Node(node_id=index + 1, port=port, cluster_ports=ports) for index, port in enumerate(ports)]
+
+
+def jvm_options(brokers: int) -> list[str]:
+    """Return heap and GC options: 512 MB heap for one node, 384 MB each when three share 2 cores."""
+    heap = "512m" if brokers == 1 else "384m"
+    return [
+        f"-Xms{heap}", f"-Xmx{heap}",
+        "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-XX:ActiveProcessorCount=2",
+        "-Djava.awt.headless=true",
+    ]

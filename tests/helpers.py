@@ -1,0 +1,46 @@
+"""Helpers for tests that drive the real CLIs as subprocesses against the real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from utils.utils_config import PROJECT_ROOT
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def cli_env(tmp_path: Path, bootstrap: str, topic: str, **extra: Any) -> dict[str, str]:
+    """Return an environment for a CLI subprocess whose database and logs live in `tmp_path`."""
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "SQLITE_PATH": str(tmp_path / "sensors.sqlite"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "CONSUMER_GROUP_ID": unique_name("test-group"),
+        "MPLBACKEND": "Agg",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+def run_cli(module: str, *args: str, env: dict[str, str], timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+    """Run `python -m module args` from the project folder and return its exit status and output."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def start_cli(module: str, *args: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start `python -m module args` in the background, with its output in `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as output:
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env,
+                                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

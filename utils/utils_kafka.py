@@ -1,0 +1,113 @@
+"""What the producer and the consumer share on the Kafka side: client settings, the broker check, the topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from loguru import logger
+
+from utils.utils_config import Settings
+
+START_HINT = "start the local broker with `make kafka-start`, or set KAFKA_BOOTSTRAP_SERVERS to a running broker"
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered at the configured address; the message is one line a user can act on."""
+
+
+def client_config(settings: Settings, role: str) -> dict[str, Any]:
+    """Return the kafka-python keyword arguments every client needs: address, client id and security.
+
+    `role` ("producer", "consumer", "admin") is appended to the client id so broker logs
+    tell the processes apart. Secrets are passed through untouched and never logged here.
+    """
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": f"{settings.client_id}-{role}",
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        config.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                      sasl_plain_password=settings.sasl_password)
+    if settings.security_protocol.endswith("SSL"):
+        config["ssl_check_hostname"] = True
+        for option, value in (("ssl_cafile", settings.ssl_cafile), ("ssl_certfile", settings.ssl_certfile),
+                              ("ssl_keyfile", settings.ssl_keyfile), ("ssl_password", settings.ssl_password)):
+            if value:
+                config[option] = value
+    return config
+
+
+def create_admin(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClient:
+    """Connect an admin client, raising `BrokerUnavailable` when no broker answers within `timeout_s`."""
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        return KafkaAdminClient(**client_config(settings, "admin"), bootstrap_timeout_ms=timeout_ms,
+                                request_timeout_ms=timeout_ms)
+    except (KafkaError, OSError) as error:
+        raise broker_unavailable(settings, error) from None
+
+
+def broker_unavailable(settings: Settings, error: BaseException) -> BrokerUnavailable:
+    """Build the one-line error for a broker that does not answer at start."""
+    return BrokerUnavailable(f"no Kafka broker answered at {settings.bootstrap_servers} "
+                             f"({type(error).__name__}): {START_HINT}")
+
+
+def check_broker(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Raise `BrokerUnavailable` unless a broker answers a metadata request within `timeout_s`."""
+    admin = create_admin(settings, timeout_s)
+    try:
+        admin.list_topics()
+    except (KafkaError, OSError) as error:
+        raise broker_unavailable(settings, error) from None
+    finally:
+        admin.close()
+
+
+def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float = 10.0) -> bool:
+    """Create the topic with the configured partitions and replication when it is missing.
+
+    Returns True when this call created it. An existing topic is never deleted or changed;
+    when its partition count or replication factor differ from the settings, a WARNING says so.
+    """
+    name = topic or settings.topic
+    admin = create_admin(settings, timeout_s)
+    try:
+        if name in admin.list_topics():
+            _warn_on_differences(admin, settings, name)
+            return False
+        new_topic = NewTopic(name=name, num_partitions=settings.topic_partitions,
+                             replication_factor=settings.replication_factor,
+                             topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)})
+        try:
+            admin.create_topics([new_topic], timeout_ms=int(timeout_s * 1000))
+        except TopicAlreadyExistsError:
+            return False  # Another process created it between the listing and this call.
+        logger.info("created topic={} partitions={} replication_factor={} min_insync_replicas={}", name,
+                    settings.topic_partitions, settings.replication_factor, settings.min_insync_replicas)
+        return True
+    finally:
+        admin.close()
+
+
+def _warn_on_differences(admin: KafkaAdminClient, settings: Settings, name: str) -> None:
+    # kafka-python 3 returns plain dicts from describe_topics and describe_configs.
+    try:
+        partitions = admin.describe_topics([name])[0]["partitions"]
+        replication = len(partitions[0]["replica_nodes"]) if partitions else 0
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        min_isr = configs["topic"][name]["min.insync.replicas"]["value"]
+    except (KafkaError, OSError, KeyError, IndexError, TypeError) as error:
+        logger.warning("could not describe topic={} to compare it with the settings: {!r}", name, error)
+        return
+    expected = (settings.topic_partitions, settings.replication_factor, str(settings.min_insync_replicas))
+    found = (len(partitions), replication, min_isr)
+    if found != expected:
+        logger.warning(
+            "topic={} exists with partitions={} replication_factor={} min_insync_replicas={}, settings ask for "
+            "{} / {} / {}; it is used as it is (change it with Kafka's tools, this project never alters a topic)",
+            name, *found, *expected)
