@@ -116,6 +116,12 @@ def port_accepts(port: int, timeout_s: float = 1.0) -> bool:
 
 def answers_metadata(address: str, timeout_s: float = 3.0) -> bool:
     """Return True when a Kafka broker at `address` answers a metadata request."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError):
+        return False  # Nothing listens there: no need to wait for the client's bootstrap timeout.
+
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -158,7 +164,7 @@ def format_storage(java: str, nodes: list[Node], node: Node) -> None:
     """Format the node's KRaft log folder once; a formatted folder is left alone."""
     if (node.data_dir / "meta.properties").is_file():
         return
-    cluster_id_file = state_root() / f"cluster-{nodes[0].port}-{len(nodes)}.id"
+    cluster_id_file = node.cluster_folder / f"cluster-{nodes[0].port}.id"
     if not cluster_id_file.is_file():
         cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
         cluster_id_file.write_text(kafka_uuid())
@@ -179,6 +185,7 @@ def initial_controllers(nodes: list[Node]) -> str:
     for node in nodes:
         id_file = node.folder / "directory.id"
         if not id_file.is_file():
+            node.folder.mkdir(parents=True, exist_ok=True)
             id_file.write_text(kafka_uuid())
         entries.append(f"{node.node_id}@127.0.0.1:{node.controller_port}:{id_file.read_text().strip()}")
     return ",".join(entries)
@@ -221,9 +228,10 @@ def start(nodes: list[Node], only: int | None = None) -> None:
     chosen = [node for node in nodes if only is None or node.node_id == only]
     to_start = []
     for node in chosen:
-        if answers_metadata(node.address, 2.0):
+        client_port_open = port_accepts(node.port)
+        if client_port_open and answers_metadata(node.address, 3.0):
             say(f"a Kafka broker already answers at {node.address}; nothing to start")
-        elif port_accepts(node.port) or port_accepts(node.controller_port):
+        elif client_port_open or port_accepts(node.controller_port):
             raise BrokerToolError(
                 f"port {node.port} or {node.controller_port} on 127.0.0.1 is taken by a process that is not a "
                 f"Kafka broker. Stop that process, or set KAFKA_BOOTSTRAP_SERVERS to another port such as "
@@ -245,35 +253,43 @@ def start(nodes: list[Node], only: int | None = None) -> None:
 
 # ---------------------------------------------------------------------------- stop, status, reset
 
-def stop_node(node: Node, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-    """Stop the node cleanly with SIGTERM, then SIGKILL after `timeout_s`; return whether one ran."""
-    pid = read_pid(node)
-    if pid is None:
-        node.pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
+def stop_nodes(nodes: list[Node], timeout_s: float = STOP_TIMEOUT_S) -> list[Node]:
+    """Stop nodes cleanly with SIGTERM, all at once, then SIGKILL any left after `timeout_s`.
+
+    Signalling every node together lets the last ones finish their controlled shutdown
+    while the KRaft quorum still has a majority. Returns the nodes that were running.
+    """
+    running = []
+    for node in nodes:
+        pid = read_pid(node)
+        if pid is None:
+            node.pid_file.unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        running.append((node, pid))
+
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and read_pid(node) == pid and not _is_zombie(pid):
+    while time.monotonic() < deadline and any(_is_alive(pid) for _, pid in running):
         time.sleep(0.2)
-    if read_pid(node) == pid and not _is_zombie(pid):
-        say(f"node {node.node_id} (pid {pid}) did not stop within {timeout_s:.0f} s; killing it")
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    node.pid_file.unlink(missing_ok=True)
-    say(f"stopped broker node {node.node_id} on port {node.port} (pid {pid})")
-    return True
+    for node, pid in running:
+        if _is_alive(pid):
+            say(f"node {node.node_id} (pid {pid}) did not stop within {timeout_s:.0f} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+        node.pid_file.unlink(missing_ok=True)
+        say(f"stopped broker node {node.node_id} on port {node.port} (pid {pid})")
+    return [node for node, _ in running]
 
 
-def _is_zombie(pid: int) -> bool:
+def _is_alive(pid: int) -> bool:
+    """Return whether `pid` still runs; a zombie, dead but not yet reaped, counts as stopped."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
-        return True
+        return False
 
 
 def stop(nodes: list[Node], only: int | None = None) -> None:
-    stopped = [stop_node(node) for node in nodes if only is None or node.node_id == only]
-    if not any(stopped):
+    if not stop_nodes([node for node in nodes if only is None or node.node_id == only]):
         say("no local broker started by this project is running at " + ", ".join(n.address for n in nodes))
 
 
@@ -282,7 +298,7 @@ def status(nodes: list[Node]) -> bool:
     all_up = True
     for node in nodes:
         pid = read_pid(node)
-        answering = answers_metadata(node.address, 2.0)
+        answering = port_accepts(node.port) and answers_metadata(node.address, 2.0)
         all_up = all_up and answering
         state = "running" if answering else ("starting or stuck" if pid else "stopped")
         role = "broker+controller"
@@ -298,7 +314,7 @@ def reset(nodes: list[Node]) -> None:
         if node.folder.exists():
             shutil.rmtree(node.folder)
             say(f"wiped {node.folder}")
-    (state_root() / f"cluster-{nodes[0].port}-{len(nodes)}.id").unlink(missing_ok=True)
+    (nodes[0].cluster_folder / f"cluster-{nodes[0].port}.id").unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -46,8 +46,15 @@ class Node:
         return self.port + CONTROLLER_PORT_OFFSET
 
     @property
+    def cluster_folder(self) -> Path:
+        """Return the folder of the whole cluster: one node alone and a three-node cluster never share data."""
+        if len(self.cluster_ports) == 1:
+            return state_root()
+        return state_root() / f"cluster-{self.cluster_ports[0]}"
+
+    @property
     def folder(self) -> Path:
-        return state_root() / str(self.port)
+        return self.cluster_folder / str(self.port)
 
     @property
     def data_dir(self) -> Path:
