@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from broker.node_config import PROJECT_ROOT, Node, cluster_nodes, jvm_options, kafka_uuid, libs_dir, state_root
+from broker.node_config import (PROJECT_ROOT, Node, SaslUser, cluster_nodes, jvm_options, kafka_uuid, libs_dir,
+                                state_root)
 
 POM = PROJECT_ROOT / "broker" / "pom.xml"
 LOG4J_CONFIG = PROJECT_ROOT / "broker" / "log4j2.xml"
@@ -114,8 +115,8 @@ def port_accepts(port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def answers_metadata(address: str, timeout_s: float = 3.0) -> bool:
-    """Return True when a Kafka broker at `address` answers a metadata request."""
+def answers_metadata(address: str, timeout_s: float = 3.0, sasl: SaslUser | None = None) -> bool:
+    """Return True when a Kafka broker at `address` answers a metadata request (logging in with `sasl`)."""
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -126,9 +127,13 @@ def answers_metadata(address: str, timeout_s: float = 3.0) -> bool:
     from kafka.errors import KafkaError
 
     timeout_ms = int(timeout_s * 1000)
+    login = {}
+    if sasl:
+        login = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                 "sasl_plain_username": sasl.username, "sasl_plain_password": sasl.password}
     try:
         admin = KafkaAdminClient(bootstrap_servers=address, client_id="local-kafka-probe",
-                                 bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms)
+                                 bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms, **login)
     except (KafkaError, OSError):
         return False
     try:
@@ -170,13 +175,19 @@ def format_storage(java: str, nodes: list[Node], node: Node) -> None:
         cluster_id_file.write_text(kafka_uuid())
     command = [java, "-cp", classpath(), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "kafka.tools.StorageTool",
                "format", "-t", cluster_id_file.read_text().strip(), "-c", str(node.properties_file)]
+    if node.sasl:
+        for credential in node.sasl.scram_credentials():
+            command += ["--add-scram", credential]
     if len(nodes) == 1:
         command.append("--standalone")
     else:
         command += ["--initial-controllers", initial_controllers(nodes)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
-        raise BrokerToolError(f"formatting {node.data_dir} failed:\n{(result.stdout + result.stderr).strip()}")
+        output = (result.stdout + result.stderr).strip()
+        if node.sasl:
+            output = output.replace(node.sasl.password, "*****")
+        raise BrokerToolError(f"formatting {node.data_dir} failed:\n{output}")
 
 
 def initial_controllers(nodes: list[Node]) -> str:
@@ -216,7 +227,7 @@ def wait_until_ready(node: Node, process: subprocess.Popen, timeout_s: float = S
             node.pid_file.unlink(missing_ok=True)
             raise BrokerToolError(f"the broker on port {node.port} exited with status {process.returncode} "
                                   f"during start. Last lines of {node.log_file}:\n{log_tail(node)}")
-        if port_accepts(node.port, 0.5) and answers_metadata(node.address, 2.0):
+        if port_accepts(node.port, 0.5) and answers_metadata(node.address, 2.0, node.sasl):
             return
         time.sleep(0.5)
     raise BrokerToolError(f"the broker on port {node.port} did not answer within {timeout_s:.0f} s. "
@@ -229,7 +240,7 @@ def start(nodes: list[Node], only: int | None = None) -> None:
     to_start = []
     for node in chosen:
         client_port_open = port_accepts(node.port)
-        if client_port_open and answers_metadata(node.address, 3.0):
+        if client_port_open and answers_metadata(node.address, 3.0, node.sasl):
             say(f"a Kafka broker already answers at {node.address}; nothing to start")
         elif client_port_open or port_accepts(node.controller_port):
             raise BrokerToolError(
@@ -298,7 +309,7 @@ def status(nodes: list[Node]) -> bool:
     all_up = True
     for node in nodes:
         pid = read_pid(node)
-        answering = port_accepts(node.port) and answers_metadata(node.address, 2.0)
+        answering = port_accepts(node.port) and answers_metadata(node.address, 2.0, node.sasl)
         all_up = all_up and answering
         state = "running" if answering else ("starting or stuck" if pid else "stopped")
         role = "broker+controller"
@@ -331,14 +342,25 @@ def first_local_port(bootstrap_servers: str) -> int:
     return int(port_text)
 
 
-def bootstrap_from_settings() -> str:
-    """Read KAFKA_BOOTSTRAP_SERVERS the way the producer and consumer do (environment, then .env)."""
+def nodes_from_settings(brokers: int) -> list[Node]:
+    """Lay out the local nodes from the settings the producer and consumer read (environment, then .env).
+
+    With KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT the local broker requires SASL and accepts
+    the one account named by KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD, with PLAIN and SCRAM.
+    """
     from utils.utils_config import ConfigError, load_settings
 
     try:
-        return load_settings().bootstrap_servers
+        settings = load_settings()
     except ConfigError as error:
         raise MissingPrerequisite(str(error)) from None
+    if settings.security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        raise MissingPrerequisite(f"KAFKA_SECURITY_PROTOCOL={settings.security_protocol}: the local broker offers "
+                                  f"PLAINTEXT and SASL_PLAINTEXT only; use those, or point the clients at your cluster")
+    sasl = None
+    if settings.security_protocol == "SASL_PLAINTEXT":
+        sasl = SaslUser(settings.sasl_username, settings.sasl_password)
+    return cluster_nodes(first_local_port(settings.bootstrap_servers), brokers, sasl)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -356,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             fetch(force=True)
             return 0
-        nodes = cluster_nodes(first_local_port(bootstrap_from_settings()), args.brokers)
+        nodes = nodes_from_settings(args.brokers)
         if args.command == "start":
             start(nodes, args.node)
         elif args.command == "stop":

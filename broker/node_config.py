@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +34,36 @@ def kafka_uuid() -> str:
 
 
 @dataclass(frozen=True)
+class SaslUser:
+    """The one client account of a local broker that requires SASL (PLAIN and SCRAM)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def jaas_plain(self) -> str:
+        # The broker's own inter-broker login and the accepted client account are the same user.
+        return (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                f'username="{self.username}" password="{self.password}" '
+                f'user_{self.username}="{self.password}";')
+
+    def scram_credentials(self) -> list[str]:
+        """Return `--add-scram` arguments for the storage tool, which stores SCRAM users at format time."""
+        return [f"{mechanism}=[name={self.username},password={self.password}]"
+                for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")]
+
+
+@dataclass(frozen=True)
 class Node:
     """One combined broker+controller process of the local cluster."""
 
     node_id: int
     port: int
     cluster_ports: tuple[int, ...]
+    sasl: SaslUser | None = None
+
+    @property
+    def client_listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
 
     @property
     def controller_port(self) -> int:
@@ -87,12 +111,13 @@ class Node:
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             "controller.quorum.bootstrap.servers": self.quorum_bootstrap(),
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "listeners": f"{self.client_listener}://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
             # Advertise the IPv4 loopback address: "localhost" can resolve to ::1 first, where nothing listens.
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": (f"{self.client_listener}://{HOST}:{self.port},"
+                                     f"CONTROLLER://{HOST}:{self.controller_port}"),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": self.client_listener,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{self.client_listener}:{self.client_listener}",
             "log.dirs": self.data_dir,
             "num.partitions": 3,
             "default.replication.factor": replication,
@@ -112,14 +137,24 @@ class Node:
             "log.retention.hours": 168,
             "log.segment.bytes": 268435456,
         }
+        if self.sasl:
+            lines.update({
+                "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config": self.sasl.jaas_plain(),
+                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            })
         header = "# Written by broker/local_kafka.py at each start; edit that file, not this one.\n"
         return header + "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def cluster_nodes(first_port: int, brokers: int) -> list[Node]:
+def cluster_nodes(first_port: int, brokers: int, sasl: SaslUser | None = None) -> list[Node]:
     """Return the nodes of a local cluster on consecutive client ports starting at `first_port`."""
     ports = tuple(first_port + index for index in range(brokers))
-    return [Node(node_id=index + 1, port=port, cluster_ports=ports) for index, port in enumerate(ports)]
+    return [Node(node_id=index + 1, port=port, cluster_ports=ports, sasl=sasl) for index, port in enumerate(ports)]
 
 
 def jvm_options(brokers: int) -> list[str]:

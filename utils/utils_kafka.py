@@ -53,8 +53,13 @@ def create_admin(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClien
 
 def broker_unavailable(settings: Settings, error: BaseException) -> BrokerUnavailable:
     """Build the one-line error for a broker that does not answer at start."""
+    hint = START_HINT
+    if settings.security_protocol != "PLAINTEXT":
+        # kafka-python 3.0 reports a rejected login or TLS handshake as a bootstrap timeout too.
+        hint += (f"; with KAFKA_SECURITY_PROTOCOL={settings.security_protocol}, also check the SASL user, "
+                 f"password and mechanism and the SSL files")
     return BrokerUnavailable(f"no Kafka broker answered at {settings.bootstrap_servers} "
-                             f"({type(error).__name__}): {START_HINT}")
+                             f"({type(error).__name__}): {hint}")
 
 
 def check_broker(settings: Settings, timeout_s: float = 10.0) -> None:
