@@ -14,12 +14,13 @@ HOST = "127.0.0.1"
 
 
 def state_root() -> Path:
-    """Return the git-ignored folder with the jars and every node's data (`KAFKA_LOCAL_DIR` moves it)."""
+    """Return the git-ignored folder of every node's data and logs (`KAFKA_LOCAL_DIR` moves it)."""
     return Path(os.environ.get("KAFKA_LOCAL_DIR", PROJECT_ROOT / ".kafka")).expanduser().resolve()
 
 
 def libs_dir() -> Path:
-    return state_root() / "libs"
+    """Return the git-ignored folder of the Kafka jars, shared by every node wherever its data is."""
+    return PROJECT_ROOT / ".kafka" / "libs"
 
 
 def kafka_uuid() -> str:
