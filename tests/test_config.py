@@ -84,7 +84,8 @@ def test_every_setting_rejects_garbage():
     """Each key either rejects a nonsense value with its name, or takes any text by design."""
     free_text = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_PASSWORD", "KAFKA_CLIENT_ID",
                  "CONSUMER_GROUP_ID", "SQLITE_PATH", "LOG_DIR", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE",
-                 "KAFKA_SSL_KEYFILE"}
+                 "KAFKA_SSL_KEYFILE", "SMTP_HOST", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_CAFILE",
+                 "ALERT_EMAIL_FROM", "ALERT_EMAIL_TO"}
     for spec in fields(Settings):
         key = spec.metadata["env"]
         if key in free_text:

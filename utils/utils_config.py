@@ -141,6 +141,17 @@ def _bool(text: str) -> bool:
     raise ValueError("true or false")
 
 
+def _optional_topic(text: str) -> str:
+    return _topic(text) if text.strip() else ""
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("a port from 1 to 65535")
+    return value
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = _int(text)
@@ -225,6 +236,32 @@ class Settings:
         "ALERT_Z_THRESHOLD", "5.0", _positive_float, "z-score against the machine's own window that raises an alert")
     alert_cooldown_s: float = setting(
         "ALERT_COOLDOWN_S", "60", _non_negative_float, "seconds before the same machine and metric alert again")
+    alert_email_enabled: bool = setting("ALERT_EMAIL_ENABLED", "false", _bool, "send each alert by email over SMTP")
+    smtp_host: str = setting("SMTP_HOST", "", _optional_text, "SMTP server host; needed when ALERT_EMAIL_ENABLED=true")
+    smtp_port: int = setting("SMTP_PORT", "587", _port, "SMTP server port (587: submission with STARTTLS)")
+    smtp_username: str = setting("SMTP_USERNAME", "", _optional_text, "SMTP login user; empty: no login")
+    smtp_password: str = setting("SMTP_PASSWORD", "", _optional_text, "SMTP login password", secret=True)
+    smtp_starttls: bool = setting(
+        "SMTP_STARTTLS", "true", _bool, "upgrade the SMTP connection with STARTTLS before login")
+    smtp_cafile: str = setting(
+        "SMTP_CAFILE", "", _optional_text, "CA bundle (PEM) that signs the SMTP server certificate; empty: system CAs")
+    smtp_timeout_s: float = setting(
+        "SMTP_TIMEOUT_S", "10", _positive_float, "seconds an SMTP connect or reply may take")
+    alert_email_from: str = setting("ALERT_EMAIL_FROM", "", _optional_text, "sender address of alert emails")
+    alert_email_to: str = setting("ALERT_EMAIL_TO", "", _optional_text, "recipients of alert emails, comma-separated")
+    alert_kafka_topic: str = setting(
+        "ALERT_KAFKA_TOPIC", "", _optional_topic, "topic alerts are sent to as JSON; empty: off")
+    alert_delivery_cooldown_s: float = setting(
+        "ALERT_DELIVERY_COOLDOWN_S", "300", _non_negative_float,
+        "seconds before an alert of the same machine and metric is emailed or sent again")
+    alert_max_per_hour: int = setting(
+        "ALERT_MAX_PER_HOUR", "6", _positive_int, "alerts sent per machine and metric in any hour at most")
+    alert_send_retries: int = setting(
+        "ALERT_SEND_RETRIES", "3", _int_at_least(0), "retries of a failed alert send")
+    alert_retry_backoff_s: float = setting(
+        "ALERT_RETRY_BACKOFF_S", "1.0", _non_negative_float, "seconds before the first retry; doubles per retry up to 30")
+    alert_queue_size: int = setting(
+        "ALERT_QUEUE_SIZE", "1000", _positive_int, "alerts waiting for delivery at most; more are dropped and counted")
     temperature_bounds_c: tuple = setting(
         "VALID_TEMPERATURE_C", "-50,400", _range, "accepted temperature range in °C, LOW,HIGH")
     pressure_bounds_kpa: tuple = setting("VALID_PRESSURE_KPA", "0,5000", _range, "accepted pressure range in kPa, LOW,HIGH")
