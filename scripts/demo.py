@@ -44,22 +44,35 @@ def ensure_broker(bootstrap_servers: str) -> None:
 
 
 def run_pipeline(duration_s: float, interval_s: float) -> tuple[int, int]:
-    """Run consumer and producer as the user would in two terminals; return their exit statuses."""
+    """Run consumer and producer as the user would in two terminals; return their exit statuses.
+
+    Ctrl+C reaches both children from the terminal; the demo then waits for them to flush,
+    commit and print their summaries instead of killing them.
+    """
     python = sys.executable
     consumer = subprocess.Popen([python, "-m", "consumers.sensor_consumer", "--snapshot", str(SNAPSHOT),
                                  "--idle-timeout-s", str(CONSUMER_IDLE_TIMEOUT_S)], cwd=PROJECT_ROOT)
+    producer = subprocess.Popen([python, "-m", "producers.sensor_producer", "--duration-s", str(duration_s),
+                                 "--interval-s", str(interval_s)], cwd=PROJECT_ROOT)
     try:
-        producer_status = subprocess.call([python, "-m", "producers.sensor_producer", "--duration-s",
-                                           str(duration_s), "--interval-s", str(interval_s)], cwd=PROJECT_ROOT)
+        producer_status = producer.wait()
         consumer_status = consumer.wait(timeout=CONSUMER_IDLE_TIMEOUT_S + 60)
     except KeyboardInterrupt:
-        consumer.send_signal(signal.SIGINT)
-        consumer.wait(timeout=30)
-        raise
+        print("[demo] stopping: waiting for the producer and the consumer to finish", flush=True)
+        producer_status = _wait_or_kill(producer, 45)
+        consumer_status = _wait_or_kill(consumer, 30)
     except subprocess.TimeoutExpired:
         consumer.send_signal(signal.SIGTERM)
-        consumer_status = consumer.wait(timeout=30)
+        consumer_status = _wait_or_kill(consumer, 30)
     return producer_status, consumer_status
+
+
+def _wait_or_kill(process: subprocess.Popen, timeout_s: float) -> int:
+    try:
+        return process.wait(timeout=timeout_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        process.kill()
+        return process.wait()
 
 
 def print_summary(database: str) -> None:

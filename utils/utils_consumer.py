@@ -29,6 +29,8 @@ def create_consumer(settings: Settings, group_id: str | None = None, from_beginn
         "max_poll_records": 500,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 2_000,
+        # The default grows to 30 s, so a restarted broker went unnoticed for up to 45 s.
+        "reconnect_backoff_max_ms": 5_000,
         "bootstrap_timeout_ms": int(bootstrap_timeout_s * 1000),
     }
     config.update(overrides)
