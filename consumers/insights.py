@@ -5,7 +5,7 @@ Detection, per reading and metric, in `Insights.update`:
 - `limit`: the value crosses its configured limit (temperature above its maximum,
   pressure below its minimum, vibration above its maximum).
 - `zscore`: |value - mean| / std of the machine's own window, taken before the value is
-  added, reaches `z_threshold`. Skipped until the window holds `z_min_points` values,
+  added, reaches `z_threshold`. Skipped until the window contains `z_min_points` values,
   and while the window's std is 0.
 
 An alert for the same (machine, metric, kind) is suppressed until `cooldown_s` has passed
@@ -115,6 +115,17 @@ class RollingWindow:
     def mean(self) -> float:
         return self._shift + self._sum / len(self.values)
 
+    def zscore(self, value: float) -> float | None:
+        """Return (value - mean) / std of the window, or None while the window has under two values or std 0."""
+        n = len(self.values)
+        if n < 2:
+            return None
+        total = self._sum
+        variance = (self._sum_sq - total * total / n) / (n - 1)
+        if variance <= 0.0:
+            return None
+        return (value - self._shift - total / n) / math.sqrt(variance)
+
     def std(self) -> float:
         """Return the sample standard deviation (n - 1), or 0.0 for fewer than two values."""
         n = len(self.values)
@@ -158,44 +169,41 @@ class Insights:
         if state is None:
             state = MachineState(windows={metric: RollingWindow(self.window) for metric in METRICS})
             self.machines[reading.machine_id] = state
+        if reading.seq is not None:
+            self._track_seq(state, reading.seq)
 
-        self._track_seq(state, reading.seq)
-        alerts: list[Alert] = []
-        elapsed_s = None
+        elapsed_s = 0.0
         if state.last_timestamp_s is not None:
             elapsed_s = reading.timestamp_s - state.last_timestamp_s
+        state.last_timestamp_s = reading.timestamp_s
 
-        for metric in METRICS:
-            value = getattr(reading, metric)
-            window = state.windows[metric]
-            if elapsed_s and elapsed_s > 0 and len(window):
-                state.rates_per_s[metric] = (value - window.values[-1]) / elapsed_s
-            else:
-                state.rates_per_s[metric] = None
+        alerts: list[Alert] = []
+        config = self.config
+        windows = state.windows
+        rates = state.rates_per_s
+        for metric, value in (("temperature", reading.temperature), ("pressure", reading.pressure),
+                              ("vibration", reading.vibration)):
+            window = windows[metric]
+            values = window.values
+            rates[metric] = (value - values[-1]) / elapsed_s if elapsed_s > 0 and values else None
 
-            for alert in self._detect(reading, metric, value, window):
-                if self._cooled_down(state, alert, reading.timestamp_s):
-                    alerts.append(alert)
+            direction, limit = config.limits[metric]
+            if value > limit if direction == "max" else value < limit:
+                self._raise(alerts, state, Alert(reading.machine_id, metric, value, limit, None, "limit",
+                                                 reading.timestamp), reading.timestamp_s)
+            if len(values) >= config.z_min_points:
+                zscore = window.zscore(value)
+                if zscore is not None and abs(zscore) >= config.z_threshold:
+                    self._raise(alerts, state, Alert(reading.machine_id, metric, value, config.z_threshold, zscore,
+                                                     "zscore", reading.timestamp), reading.timestamp_s)
             window.add(value)
 
-        state.last_timestamp_s = reading.timestamp_s
         self.alerts_raised += len(alerts)
         return alerts
 
-    def _detect(self, reading: Reading, metric: str, value: float, window: RollingWindow) -> list[Alert]:
-        found = []
-        direction, limit = self.config.limits[metric]
-        if (direction == "max" and value > limit) or (direction == "min" and value < limit):
-            found.append(Alert(reading.machine_id, metric, value, limit, None, "limit", reading.timestamp))
-
-        if len(window) >= self.config.z_min_points:
-            std = window.std()
-            if std > 0:
-                zscore = (value - window.mean()) / std
-                if abs(zscore) >= self.config.z_threshold:
-                    found.append(Alert(reading.machine_id, metric, value, self.config.z_threshold, zscore,
-                                       "zscore", reading.timestamp))
-        return found
+    def _raise(self, alerts: list[Alert], state: MachineState, alert: Alert, timestamp_s: float) -> None:
+        if self._cooled_down(state, alert, timestamp_s):
+            alerts.append(alert)
 
     def _cooled_down(self, state: MachineState, alert: Alert, timestamp_s: float) -> bool:
         key = (alert.metric, alert.kind)

@@ -1,10 +1,10 @@
 """SQLite storage of readings, alerts and rejected records, written in batches.
 
-Each batch is one transaction. A UNIQUE key on (topic, partition, offset) makes a record
-that Kafka delivers again a no-op (`INSERT OR IGNORE`), so the file holds every record
-at most once even though the consumer commits offsets only after the transaction and may
-see records again after a crash. Units: temperature in °C, pressure in kPa, vibration in
-mm/s RMS; every timestamp is UTC text such as `2026-12-04T08:00:00.123Z`.
+Each batch is one transaction. The consumer commits offsets to Kafka only after that
+transaction, so after a crash Kafka may deliver records again. A UNIQUE key on (topic,
+partition, offset) makes each such record a no-op (`INSERT OR IGNORE`), so the file
+contains every record at most once. Units: temperature in °C, pressure in kPa, vibration
+in mm/s RMS. Every timestamp is UTC text such as `2026-12-04T08:00:00.123Z`.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ INSERT_REJECT = (
 
 RETRY_FIRST_DELAY_S = 0.1
 RETRY_MAX_DELAY_S = 5.0
+OPEN_LOCK_WAIT_S = 60.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -137,37 +138,62 @@ class SensorDatabase:
         self.busy_timeout_ms = busy_timeout_ms
         self._connection: sqlite3.Connection | None = None
 
-    def open(self) -> "SensorDatabase":
-        """Open the file, create the schema, and prove it is writable; raise `DatabaseUnavailable` if not."""
+    def open(self, open_lock_wait_s: float = OPEN_LOCK_WAIT_S) -> "SensorDatabase":
+        """Open the file, create the schema, and prove it is writable; raise `DatabaseUnavailable` if not.
+
+        While another connection holds the write lock, the attempt is retried with backoff
+        for up to `open_lock_wait_s`.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise DatabaseUnavailable(f"cannot create the folder {self.path.parent} for the SQLite database: "
                                       f"{error.strerror}; set SQLITE_PATH or --db to a writable place") from None
         try:
-            # isolation_level=None: this class issues BEGIN and COMMIT itself.
-            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            # isolation_level=None: this class issues BEGIN and COMMIT itself. check_same_thread=False:
+            # the consumer's rebalance listener writes from kafka-python's IO thread, while the
+            # main thread waits inside poll(), so the two never use the connection at once.
+            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                                         check_same_thread=False)
         except sqlite3.Error as error:
             raise DatabaseUnavailable(f"cannot open the SQLite database {self.path}: {error}; "
                                       "set SQLITE_PATH or --db to a writable file") from None
         self._connection = connection
 
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed batch survives power loss too, and offsets are committed to
-            # Kafka only after it, so a lost batch could never be fetched again.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.executescript(SCHEMA)
-            # CREATE TABLE IF NOT EXISTS does not write when the tables exist, so this
-            # insert is what proves the file and its folder (for the -wal file) are writable.
-            connection.execute("INSERT INTO consumer_runs (started_at) VALUES (?)", (utc_now_text(),))
-        except sqlite3.Error as error:
-            self.close()
-            raise DatabaseUnavailable(f"cannot write the SQLite database {self.path}: {error}; "
-                                      "check that the file and its folder are writable, "
-                                      "or set SQLITE_PATH or --db") from None
-        return self
+        deadline = time.monotonic() + open_lock_wait_s
+        delay_s = RETRY_FIRST_DELAY_S
+        while True:
+            try:
+                self._prepare(connection)
+                return self
+            except sqlite3.OperationalError as error:
+                if not is_lock_error(error) or time.monotonic() + delay_s > deadline:
+                    self.close()
+                    raise DatabaseUnavailable(self._write_failure(error)) from None
+                logger.warning("sqlite_busy at open path={} retry_in_s={:.1f} error=\"{}\"", self.path, delay_s, error)
+            except sqlite3.Error as error:
+                self.close()
+                raise DatabaseUnavailable(self._write_failure(error)) from None
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed batch survives power loss too, and offsets are committed to
+        # Kafka only after it, so a lost batch could never be fetched again.
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.executescript(SCHEMA)
+        # CREATE TABLE IF NOT EXISTS does not write when the tables exist, so this
+        # insert is what proves the file and its folder (for the -wal file) are writable.
+        connection.execute("INSERT INTO consumer_runs (started_at) VALUES (?)", (utc_now_text(),))
+
+    def _write_failure(self, error: sqlite3.Error) -> str:
+        if isinstance(error, sqlite3.OperationalError) and is_lock_error(error):
+            return (f"cannot write the SQLite database {self.path}: another connection kept it locked "
+                    f"({error}); stop the process that holds the lock, or set SQLITE_PATH or --db")
+        return (f"cannot write the SQLite database {self.path}: {error}; check that the file and its folder "
+                "are writable, or set SQLITE_PATH or --db")
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -11,7 +11,7 @@ The contract, checked in this order:
 - `machine_id` is a string of 1 to 64 letters, digits, `.`, `_` or `-`.
 - `timestamp` is an ISO-8601 date and time with `Z`, a UTC offset, or no zone (taken as
   UTC). It is stored as UTC text with milliseconds, `2026-12-04T08:00:00.123Z`.
-  A timestamp more than `MAX_FUTURE_SKEW` ahead of the consumer's clock is rejected,
+  A timestamp more than `MAX_FUTURE_SKEW_S` (one day) ahead of the consumer's clock is rejected,
   because it would hold alert cooldowns and charts in the future. Old timestamps are
   accepted so that replays of history work.
 - `temperature`, `pressure` and `vibration` are finite JSON numbers (not strings, not
@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from utils.utils_config import Settings
@@ -38,15 +39,17 @@ from utils.utils_config import Settings
 # A reading is about 150 bytes. The cap keeps a hostile or broken producer from making
 # the consumer parse megabytes per record, and it bounds nesting depth as well.
 MAX_VALUE_BYTES = 16 * 1024
-MAX_FUTURE_SKEW = timedelta(days=1)
+MAX_FUTURE_SKEW_S = 24 * 3600.0
 MAX_SEQ = 2**63 - 1
 MAX_SHOWN_CHARS = 80
 
 MACHINE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # fromisoformat() also takes a bare date or week dates; a reading needs a date and a time.
 TIMESTAMP_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 UTF8_BOM = b"\xef\xbb\xbf"
 METRICS = ("temperature", "pressure", "vibration")
+JSON_TYPE_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 @dataclass(slots=True)
@@ -74,8 +77,11 @@ class _InvalidValue(ValueError):
 
 
 def show(value: Any) -> str:
-    """Format a value for a rejection reason or a log line: `repr`, cut to `MAX_SHOWN_CHARS`."""
-    text = repr(value)
+    """Format a value for a rejection reason or a log line as JSON (bytes as `repr`), cut to `MAX_SHOWN_CHARS`."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
     if len(text) > MAX_SHOWN_CHARS:
         text = text[: MAX_SHOWN_CHARS - 3] + "..."
     return text
@@ -126,12 +132,15 @@ def decode_object(raw: bytes | None) -> dict[str, Any] | Rejection:
         return Rejection(f"invalid JSON: {error}")
 
     if not isinstance(obj, dict):
-        return Rejection(f"value is a JSON {type(obj).__name__}, expected an object")
+        return Rejection(f"value is a JSON {JSON_TYPE_NAMES.get(type(obj), 'value')}, expected an object")
     return obj
 
 
-def parse_timestamp(value: Any, now: datetime | None = None) -> tuple[str, float] | str:
-    """Normalise an ISO-8601 timestamp to UTC millisecond text and Unix seconds, or return the reason it is invalid."""
+def parse_timestamp(value: Any, now_s: float | None = None) -> tuple[str, float] | str:
+    """Normalise an ISO-8601 timestamp to UTC millisecond text and Unix seconds, or return the reason it is invalid.
+
+    `now_s` is the consumer clock in Unix seconds (default: now), for the future-skew check.
+    """
     if not isinstance(value, str):
         return f"timestamp {show(value)} is not a string"
     if not TIMESTAMP_PREFIX.match(value):
@@ -144,16 +153,22 @@ def parse_timestamp(value: Any, now: datetime | None = None) -> tuple[str, float
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     try:
+        timestamp_s = moment.timestamp()
+    except (OverflowError, ValueError):
+        return f"timestamp {show(value)} is out of range"
+
+    now_s = time.time() if now_s is None else now_s
+    if timestamp_s - now_s > MAX_FUTURE_SKEW_S:
+        return f"timestamp {show(value)} is more than {MAX_FUTURE_SKEW_S / 3600:g} hours ahead of the consumer clock"
+
+    if CANONICAL_TIMESTAMP.fullmatch(value):
+        return value, timestamp_s  # Already the stored form; strftime() below is the slow part.
+    try:
         moment = moment.astimezone(timezone.utc)
     except OverflowError:
         return f"timestamp {show(value)} is out of range"
-
-    now = now or datetime.now(timezone.utc)
-    if moment - now > MAX_FUTURE_SKEW:
-        return f"timestamp {show(value)} is more than {MAX_FUTURE_SKEW.days} day ahead of the consumer clock"
-
     text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return text, moment.timestamp()
+    return text, timestamp_s
 
 
 def _number(obj: dict[str, Any], field: str, bounds: tuple[float, float]) -> float | str:
@@ -182,8 +197,11 @@ def _seq(obj: dict[str, Any]) -> int | None | str:
     return value
 
 
-def validate_value(raw: bytes | None, settings: Settings, now: datetime | None = None) -> Reading | Rejection:
-    """Validate one raw record value against the reading contract described in this module."""
+def validate_value(raw: bytes | None, settings: Settings, now_s: float | None = None) -> Reading | Rejection:
+    """Validate one raw record value against the reading contract described in this module.
+
+    `now_s` is the consumer clock in Unix seconds (default: now), for the future-skew check.
+    """
     obj = decode_object(raw)
     if isinstance(obj, Rejection):
         return obj
@@ -196,7 +214,7 @@ def validate_value(raw: bytes | None, settings: Settings, now: datetime | None =
 
     if "timestamp" not in obj:
         return Rejection("timestamp is missing")
-    timestamp = parse_timestamp(obj["timestamp"], now)
+    timestamp = parse_timestamp(obj["timestamp"], now_s)
     if isinstance(timestamp, str):
         return Rejection(timestamp)
 
