@@ -8,9 +8,13 @@ Detection, per reading and metric, in `Insights.update`:
   added, reaches `z_threshold`. Skipped until the window contains `z_min_points` values,
   and while the window's std is 0.
 
-An alert for the same (machine, metric, kind) is suppressed until `cooldown_s` has passed
-since the last one, measured on reading timestamps, so a replay raises the same alerts
-as the live run. Every threshold sits in `DetectionConfig`, built from the settings.
+Repeats: while a detector keeps firing for the same (machine, metric, kind), it alerts
+once, then again only every `cooldown_s`, measured on reading timestamps, as a reminder
+that the condition persists. It re-arms as soon as it has stayed quiet for
+`rearm_readings` readings of that machine, so the next fault alerts at once even within
+the cooldown. Both rules use only the readings, so a replay raises the same alerts as
+the live run, whatever the pace. Every threshold sits in `DetectionConfig`, built from
+the settings.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from consumers.validation import METRICS, Reading
 from utils.utils_config import Settings
 
 Z_MIN_POINTS = 10
+# Quiet readings after which a detector alerts again at once. NOTE: a value that crosses
+# a limit back and forth alerts every REARM_READINGS + 1 readings at most; alert delivery
+# has its own cooldown and hourly cap against such storms.
+REARM_READINGS = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class DetectionConfig:
     z_threshold: float
     cooldown_s: float
     z_min_points: int = Z_MIN_POINTS
+    rearm_readings: int = REARM_READINGS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DetectionConfig":
@@ -146,7 +155,9 @@ class MachineState:
     seq_gaps: int = 0
     seq_missing: int = 0
     seq_repeats: int = 0
+    readings: int = 0
     last_alert_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_fired: dict[tuple[str, str], int] = field(default_factory=dict)  # reading number, suppressed or not
 
 
 class Insights:
@@ -171,6 +182,7 @@ class Insights:
             self.machines[reading.machine_id] = state
         if reading.seq is not None:
             self._track_seq(state, reading.seq)
+        state.readings += 1
 
         elapsed_s = 0.0
         if state.last_timestamp_s is not None:
@@ -206,9 +218,13 @@ class Insights:
             alerts.append(alert)
 
     def _cooled_down(self, state: MachineState, alert: Alert, timestamp_s: float) -> bool:
+        """Tell whether a detector that fired may alert: it re-armed after quiet readings, or the cooldown passed."""
         key = (alert.metric, alert.kind)
+        last_fired = state.last_fired.get(key)
+        state.last_fired[key] = state.readings
         last_s = state.last_alert_s.get(key)
-        if last_s is not None and timestamp_s - last_s < self.config.cooldown_s:
+        if last_fired is not None and state.readings - last_fired <= self.config.rearm_readings \
+                and last_s is not None and timestamp_s - last_s < self.config.cooldown_s:
             self.alerts_suppressed += 1
             return False
         state.last_alert_s[key] = timestamp_s

@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from loguru import logger
 
 from consumers.insights import Alert, Insights
-from consumers.sensor_db import Batch, SensorDatabase, utc_now_text
+from consumers.sensor_db import ALERT_COLUMNS, Batch, SensorDatabase, utc_now_text
 from consumers.validation import Reading, Rejection, show, validate_value
 from utils.utils_config import Settings
 
@@ -102,6 +102,8 @@ class SensorPipeline:
         self.stored_offsets: dict[TopicPartition, int] = {}  # In SQLite, not yet committed to Kafka.
         self.positions: dict[TopicPartition, int] = {}  # Next offset to process, for the lag.
         self.reading_listeners: list[Callable[[Reading, list[Alert]], None]] = []
+        # Called with each alert as a dict of ALERT_COLUMNS once its row is committed to SQLite.
+        self.stored_alert_listeners: list[Callable[[dict], object]] = []
         self.closing = False
         self._reject_log = LogLimiter("rejected-record")
 
@@ -195,6 +197,12 @@ class SensorPipeline:
         if result.readings_skipped or result.rejects_skipped:
             logger.debug("skipped records already stored readings={} rejects={}", result.readings_skipped,
                         result.rejects_skipped)
+        # NOTE: after a crash, a redelivered record raises its alerts again: SQLite skips the
+        # duplicate rows, but the listeners (email, alerts topic) are called again for them.
+        for row in self.batch.alerts:
+            alert = dict(zip(ALERT_COLUMNS, row))
+            for listener in self.stored_alert_listeners:
+                listener(alert)
         self.stored_offsets.update(self.pending_offsets)
         self.pending_offsets.clear()
         self.batch = Batch()

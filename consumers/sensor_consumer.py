@@ -22,6 +22,8 @@ from pathlib import Path
 from kafka.errors import KafkaError
 from loguru import logger
 
+from consumers.alert_delivery import AlertDispatcher, NullDispatcher
+from consumers.alert_delivery_settings import DeliverySettings
 from consumers.chart_runner import (SNAPSHOT_INTERVAL_S, SnapshotWriter, create_headless_chart, run_window,
                                     window_unavailable_reason)
 from consumers.insights import DetectionConfig, Insights
@@ -40,6 +42,7 @@ WINDOW_POLL_TIMEOUT_MS = 20
 PROGRESS_INTERVAL_S = 5.0
 SHUTDOWN_BUDGET_S = 10.0
 CLOSE_TIMEOUT_MS = 3000
+ALERT_DELIVERY_CLOSE_TIMEOUT_S = 5.0
 # kafka-python's default is 5 min. NOTE: in one test run, a consumer that joined a group on
 # a just-created topic got no partitions for over 60 s, and the cause is not confirmed.
 # A metadata refresh every 10 s bounds how long a missed partition change goes unnoticed.
@@ -112,11 +115,13 @@ class RunControl:
 class ConsumerRun:
     """One run of the consumer: poll, process, flush, report progress, and shut down."""
 
-    def __init__(self, settings: Settings, consumer, pipeline: SensorPipeline, control: RunControl):
+    def __init__(self, settings: Settings, consumer, pipeline: SensorPipeline, control: RunControl,
+                 dispatcher: AlertDispatcher | NullDispatcher | None = None):
         self.settings = settings
         self.consumer = consumer
         self.pipeline = pipeline
         self.control = control
+        self.dispatcher = dispatcher or NullDispatcher()
         self.started_s = time.monotonic()
         self._progress_s = self.started_s
         self._progress_consumed = 0
@@ -179,6 +184,7 @@ class ConsumerRun:
             self.consumer.close(timeout_ms=CLOSE_TIMEOUT_MS)
         except KafkaError as error:
             logger.warning("closing the Kafka consumer failed error={!r}", error)
+        self.dispatcher.close(ALERT_DELIVERY_CLOSE_TIMEOUT_S)
         return stored
 
     def summary(self) -> str:
@@ -188,7 +194,14 @@ class ConsumerRun:
         return (f"summary consumed={totals.consumed} stored={totals.stored} "
                 f"duplicates_skipped={totals.duplicates_skipped} rejected={totals.rejected} alerts={totals.alerts} "
                 f"seq_gaps={seq['seq_gaps']} seq_missing={seq['seq_missing']} seq_repeats={seq['seq_repeats']} "
-                f"commit_failures={totals.commit_failures} elapsed_s={elapsed_s:.1f}")
+                f"commit_failures={totals.commit_failures} elapsed_s={elapsed_s:.1f}"
+                + self._delivery_summary())
+
+    def _delivery_summary(self) -> str:
+        if isinstance(self.dispatcher, NullDispatcher):
+            return ""
+        stats = self.dispatcher.stats()
+        return "".join(f" delivery_{name}={count}" for name, count in stats.items())
 
 
 # Flags that override a setting, parsed and checked like the environment variable they replace.
@@ -257,7 +270,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     consumer.subscribe([settings.topic], listener=CommitOnRevoke(pipeline, consumer, args.from_beginning))
     control = RunControl(args.max_messages, args.idle_timeout_s)
     control.install_signal_handlers()
-    consumer_run = ConsumerRun(settings, consumer, pipeline, control)
+    dispatcher = AlertDispatcher.from_settings(settings)
+    pipeline.stored_alert_listeners.append(dispatcher.submit)
+    consumer_run = ConsumerRun(settings, consumer, pipeline, control, dispatcher)
     chart_mode = "off"
     if show_window:
         chart_mode = "window"
@@ -308,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = load_run_settings(args)
+        DeliverySettings.from_settings(settings)  # Checks the alert delivery settings before any work.
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -75,9 +75,10 @@ CREATE TABLE IF NOT EXISTS consumer_runs (
 INSERT_READING = (
     "INSERT OR IGNORE INTO readings (machine_id, timestamp, temperature, pressure, vibration, seq, "
     "topic, partition, offset, received_at, ground_truth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+ALERT_COLUMNS = ("machine_id", "metric", "value", "threshold", "zscore", "kind", "timestamp", "topic", "partition",
+                 "offset", "created_at")  # The order of a row in `Batch.alerts`.
 INSERT_ALERT = (
-    "INSERT OR IGNORE INTO alerts (machine_id, metric, value, threshold, zscore, kind, timestamp, "
-    "topic, partition, offset, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    f"INSERT OR IGNORE INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join('?' * len(ALERT_COLUMNS))})")
 INSERT_REJECT = (
     "INSERT OR IGNORE INTO rejects (topic, partition, offset, raw, reason, received_at) "
     "VALUES (?, ?, ?, ?, ?, ?)")

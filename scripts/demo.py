@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 from broker import local_kafka
 from broker.node_config import cluster_nodes

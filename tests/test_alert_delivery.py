@@ -18,8 +18,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from loguru import logger
 
-from consumers.alert_delivery import (AlertDispatcher, DeliverySettings, NullDispatcher, Throttle, email_body,
-                                      email_subject)
+from consumers.alert_delivery import AlertDispatcher, NullDispatcher, Throttle
+from consumers.alert_delivery_settings import DeliverySettings
+from consumers.alert_sinks import email_body, email_subject
 from tests.helpers import unique_name
 from utils.utils_config import ConfigError
 from utils.utils_consumer import create_consumer
@@ -388,3 +389,35 @@ def test_kafka_alerts_topic(kafka_settings):
     assert by_key[b"M-001"]["kind"] == "zscore"
     assert by_key[b"M-001"]["zscore"] == 6.04
     assert set(by_key[b"M-001"]) == set(ALERT)
+
+
+def test_consumer_sends_stored_alerts_to_topic(kafka_settings, topic, tmp_path):
+    """End to end: every alert the consumer stores is also sent, once, to the alerts topic."""
+    import sqlite3
+
+    from tests.helpers import cli_env, run_cli
+
+    alerts_topic = unique_name("test-alerts")
+    env = cli_env(tmp_path, kafka_settings.bootstrap_servers, topic, ALERT_KAFKA_TOPIC=alerts_topic,
+                  ALERT_DELIVERY_COOLDOWN_S=0, ALERT_MAX_PER_HOUR=100000)
+    produced = run_cli("producers.sensor_producer", "--count", "600", "--machines", "3", "--fault-rate", "0.05",
+                       "--seed", "11", "--rate", "max", env=env)
+    assert produced.returncode == 0, produced.stderr[-2000:]
+    consumed = run_cli("consumers.sensor_consumer", "--no-chart", "--max-messages", "600", "--idle-timeout-s", "30",
+                       env=env)
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+
+    with sqlite3.connect(tmp_path / "sensors.sqlite") as connection:
+        stored = connection.execute("SELECT machine_id, metric, kind, offset FROM alerts").fetchall()
+    assert stored, "the seeded run with a 5 % fault rate must raise alerts"
+    assert f"delivery_sent={len(stored)}" in consumed.stdout
+
+    consumer = create_consumer(kafka_settings, group_id=unique_name("alerts-reader"))
+    consumer.subscribe([alerts_topic])
+    received = []
+    deadline = time.monotonic() + 60
+    while len(received) < len(stored) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=1000).values():
+            received.extend(json.loads(record.value) for record in records)
+    consumer.close()
+    assert sorted((a["machine_id"], a["metric"], a["kind"], a["offset"]) for a in received) == sorted(stored)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,25 @@ def _masker(secrets: Iterable[str]):
     return patch
 
 
+class _ToLoguru(logging.Handler):
+    """Pass records of a standard-library logger (kafka-python's) on to loguru, keeping their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, "kafka-python: {}", record.getMessage())
+
+
+def _route_library_logs(level: int = logging.WARNING) -> None:
+    """Send kafka-python's warnings and errors (reconnects, failed callbacks) into our logs."""
+    library_logger = logging.getLogger("kafka")
+    library_logger.handlers = [_ToLoguru()]
+    library_logger.setLevel(level)
+    library_logger.propagate = False
+
+
 def setup_logging(name: str, level: str = "INFO", log_dir: Path | str = "logs",
                   secrets: Iterable[str] = ()) -> Path:
     """Send logs to stderr at `level` and to a rotating DEBUG file `log_dir/<name>.log`.
@@ -51,6 +71,7 @@ def setup_logging(name: str, level: str = "INFO", log_dir: Path | str = "logs",
     logger.configure(patcher=_masker(secrets))
     logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
                                                 "{message}", colorize=None)
+    _route_library_logs()
     log_file = _claim_log_file(Path(log_dir), name)
     logger.add(log_file, level="DEBUG", rotation="10 MB", retention=5, encoding="utf-8",
                format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} pid={process} {name}:{line} {message}")
