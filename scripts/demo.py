@@ -82,8 +82,8 @@ def print_summary(database: str) -> None:
         alerts = connection.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
         rejects = connection.execute("SELECT COUNT(*) FROM rejects").fetchone()[0]
         per_machine = connection.execute(
-            "SELECT machine_id, COUNT(*), ROUND(AVG(temperature), 1), ROUND(AVG(pressure), 1), "
-            "ROUND(AVG(vibration), 2) FROM readings GROUP BY machine_id ORDER BY machine_id").fetchall()
+            "SELECT machine_id, COUNT(*), AVG(temperature), AVG(pressure), AVG(vibration) "
+            "FROM readings GROUP BY machine_id ORDER BY machine_id").fetchall()
     finally:
         connection.close()
     print(f"\n[demo] SQLite file: {database}")
@@ -91,7 +91,7 @@ def print_summary(database: str) -> None:
           f"from {first} to {last}")
     print("[demo] machine   readings  avg °C  avg kPa  avg mm/s")
     for machine_id, count, temperature, pressure, vibration in per_machine:
-        print(f"[demo] {machine_id:<9} {count:>8}  {temperature:>6}  {pressure:>7}  {vibration:>8}")
+        print(f"[demo] {machine_id:<9} {count:>8}  {temperature:>6.1f}  {pressure:>7.1f}  {vibration:>8.2f}")
     if SNAPSHOT.is_file():
         print(f"[demo] chart snapshot: {SNAPSHOT}")
 
