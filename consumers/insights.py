@@ -27,9 +27,9 @@ from consumers.validation import METRICS, Reading
 from utils.utils_config import Settings
 
 Z_MIN_POINTS = 10
-# Quiet readings after which a detector alerts again at once. NOTE: a value that crosses
-# a limit back and forth alerts every REARM_READINGS + 1 readings at most; alert delivery
-# has its own cooldown and hourly cap against such storms.
+# Quiet readings after which a detector alerts again at once, even within the cooldown.
+# NOTE: a value that crosses a limit back and forth can alert every REARM_READINGS + 1
+# readings. Alert delivery has its own cooldown and hourly cap against such storms.
 REARM_READINGS = 3
 
 

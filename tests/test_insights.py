@@ -1,4 +1,4 @@
-"""Unit tests of rolling statistics, limit and z-score alerts, cooldown and seq tracking."""
+"""Unit tests of rolling statistics, limit and z-score alerts, cooldown, re-arm and seq tracking."""
 
 from __future__ import annotations
 
@@ -164,6 +164,51 @@ def test_cooldown_uses_reading_time():
 
     assert live_alerts == [1, 0, 0, 1, 0, 0, 1, 0, 0, 1]
     assert replay_alerts == live_alerts
+
+
+def alert_counts(insights: Insights, temperatures: list[float], spacing_s: float) -> list[int]:
+    return [len(insights.update(make_reading(i * spacing_s, temperature=t))) for i, t in enumerate(temperatures)]
+
+
+def test_rearm_after_quiet_readings():
+    insights = make_insights(cooldown_s=60.0)
+
+    counts = alert_counts(insights, [95.0, 70.0, 70.0, 70.0, 95.0], spacing_s=1.0)
+
+    assert counts == [1, 0, 0, 0, 1]
+    assert insights.alerts_suppressed == 0
+
+
+def test_rearm_needs_enough_quiet_readings():
+    insights = make_insights(cooldown_s=60.0)
+
+    counts = alert_counts(insights, [95.0, 70.0, 70.0, 95.0, 96.0], spacing_s=1.0)
+
+    assert counts == [1, 0, 0, 0, 0]
+    assert insights.alerts_suppressed == 2
+
+
+def test_repeats_same_at_any_pace():
+    temperatures = [95.0, 96.0, 70.0, 70.0, 70.0, 94.0, 70.0, 93.0] + [70.0] * 5 + [97.0]
+
+    one_second = alert_counts(make_insights(cooldown_s=60.0), temperatures, spacing_s=1.0)
+    one_millisecond = alert_counts(make_insights(cooldown_s=60.0), temperatures, spacing_s=0.001)
+
+    assert one_second == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert one_millisecond == one_second
+
+
+def test_rearm_per_detector_kind():
+    insights = make_insights(z_threshold=4.0, cooldown_s=60.0)
+    rng = random.Random(3)
+    for i in range(20):
+        insights.update(make_reading(i, temperature=70.0 + rng.gauss(0, 0.5)))
+
+    first = insights.update(make_reading(20, temperature=85.0))
+    crossing = insights.update(make_reading(21, temperature=95.0))
+
+    assert [a.kind for a in first] == ["zscore"]
+    assert [a.kind for a in crossing] == ["limit"]
 
 
 def test_seq_gaps_and_repeats():

@@ -235,7 +235,9 @@ class Settings:
     z_threshold: float = setting(
         "ALERT_Z_THRESHOLD", "5.0", _positive_float, "z-score against the machine's own window that raises an alert")
     alert_cooldown_s: float = setting(
-        "ALERT_COOLDOWN_S", "60", _non_negative_float, "seconds before the same machine and metric alert again")
+        "ALERT_COOLDOWN_S", "60", _non_negative_float,
+        "seconds between repeat alerts while a machine, metric and detector keep firing; "
+        "after 3 quiet readings the detector alerts again at once")
     alert_email_enabled: bool = setting("ALERT_EMAIL_ENABLED", "false", _bool, "send each alert by email over SMTP")
     smtp_host: str = setting("SMTP_HOST", "", _optional_text, "SMTP server host; needed when ALERT_EMAIL_ENABLED=true")
     smtp_port: int = setting("SMTP_PORT", "587", _port, "SMTP server port (587: submission with STARTTLS)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -78,25 +79,54 @@ def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float 
 
     Returns True when this call created it. An existing topic is never deleted or changed;
     when its partition count or replication factor differ from the settings, a WARNING says so.
+    Either way, it waits up to `timeout_s` until every partition has a leader.
     """
     name = topic or settings.topic
     admin = create_admin(settings, timeout_s)
     try:
+        created = False
         if name in admin.list_topics():
             _warn_on_differences(admin, settings, name)
-            return False
-        new_topic = NewTopic(name=name, num_partitions=settings.topic_partitions,
-                             replication_factor=settings.replication_factor,
-                             topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)})
-        try:
-            admin.create_topics([new_topic], timeout_ms=int(timeout_s * 1000))
-        except TopicAlreadyExistsError:
-            return False  # Another process created it between the listing and this call.
-        logger.info("created topic={} partitions={} replication_factor={} min_insync_replicas={}", name,
-                    settings.topic_partitions, settings.replication_factor, settings.min_insync_replicas)
-        return True
+        else:
+            created = _create_topic(admin, settings, name, timeout_s)
+        _wait_for_leaders(admin, name, timeout_s)
+        return created
     finally:
         admin.close()
+
+
+def _create_topic(admin: KafkaAdminClient, settings: Settings, name: str, timeout_s: float) -> bool:
+    new_topic = NewTopic(name=name, num_partitions=settings.topic_partitions,
+                         replication_factor=settings.replication_factor,
+                         topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)})
+    try:
+        admin.create_topics([new_topic], timeout_ms=int(timeout_s * 1000))
+    except TopicAlreadyExistsError:
+        return False  # Another process created it between the listing and this call.
+    logger.info("created topic={} partitions={} replication_factor={} min_insync_replicas={}", name,
+                settings.topic_partitions, settings.replication_factor, settings.min_insync_replicas)
+    return True
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, name: str, timeout_s: float) -> None:
+    """Wait until every partition of a topic has a leader, logging a WARNING if it takes longer than `timeout_s`.
+
+    A consumer that joins its group while a new topic has no partition metadata yet was
+    seen to get no partitions at all until the next rebalance, so clients start only after this.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            partitions = admin.describe_topics([name])[0]["partitions"]
+            if partitions and all(partition["leader_id"] >= 0 for partition in partitions):
+                return
+        except (KafkaError, OSError, KeyError, IndexError) as error:
+            logger.debug("describing topic={} failed while waiting for leaders: {!r}", name, error)
+        if time.monotonic() >= deadline:
+            logger.warning("topic={} still has partitions without a leader after {:.0f} s; continuing", name,
+                           timeout_s)
+            return
+        time.sleep(0.2)
 
 
 def _warn_on_differences(admin: KafkaAdminClient, settings: Settings, name: str) -> None:
