@@ -3,14 +3,17 @@
     python -m broker.local_kafka fetch|start|stop|status|reset [--brokers N] [--node ID]
 
 The first client port comes from KAFKA_BOOTSTRAP_SERVERS (default localhost:9092); with
-`--brokers 3` (or BROKERS=3) the nodes take that port and the next two. Each node keeps its
-data, log and pid under `.kafka/<port>/`, which survives reboots and is git-ignored.
+`--brokers 3` (or BROKERS=3) the nodes take that port and the next two, and form one KRaft
+quorum. A single node keeps its data, log and pid under `.kafka/<port>/`, a node of a
+three-node cluster under `.kafka/cluster-<first port>/<port>/`; KAFKA_LOCAL_DIR moves
+`.kafka`. `--node ID` starts, stops or shows one node of the cluster alone.
 Exit status: 0 done, 1 failed, 2 usage or missing prerequisite, 3 (status) not running.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from broker.node_config import (PROJECT_ROOT, Node, SaslUser, cluster_nodes, jvm_options, kafka_uuid, libs_dir,
                                 state_root)
@@ -146,13 +150,40 @@ def answers_metadata(address: str, timeout_s: float = 3.0, sasl: SaslUser | None
 
 
 def read_pid(node: Node) -> int | None:
-    """Return the pid in the node's pid file when that process is still a Kafka broker."""
+    """Return the pid in the node's pid file when that process is still this node's Kafka broker.
+
+    A zombie has an empty command line, so a killed node that is not yet reaped counts as stopped.
+    """
     try:
         pid = int(node.pid_file.read_text().strip())
         command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"kafka.Kafka" in command_line else None
+    # The properties file path distinguishes this node from other brokers that may have reused the pid.
+    is_this_node = b"kafka.Kafka" in command_line and str(node.properties_file).encode() in command_line
+    return pid if is_this_node else None
+
+
+def active_controller_id(nodes: list[Node]) -> int | None:
+    """Return the node id of the KRaft quorum leader (the active controller), or None when unknown.
+
+    Each running node records the leader it follows in `quorum-state`. The newest leader
+    epoch among the running nodes wins, because a node's file can lag behind an election.
+    """
+    newest: tuple[int, int] | None = None
+    for node in nodes:
+        if read_pid(node) is None:
+            continue
+        try:
+            state = json.loads(node.quorum_state_file.read_text())
+            epoch, leader = int(state["leaderEpoch"]), int(state["leaderId"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if newest is None or epoch > newest[0]:
+            newest = (epoch, leader)
+    if newest is None or newest[1] < 0:
+        return None  # No node is running, or an election is in progress.
+    return newest[1]
 
 
 def log_tail(node: Node, lines: int = 25) -> str:
@@ -220,45 +251,85 @@ def launch(java: str, nodes: list[Node], node: Node) -> subprocess.Popen:
     return process
 
 
-def wait_until_ready(node: Node, process: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_for_node(node: Node, pid: int, process: subprocess.Popen | None, ready: Callable[[], bool],
+                  waiting_for: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll until `ready()` is true, and raise `BrokerToolError` when the JVM exits or `timeout_s` passes first.
+
+    `process` is the JVM this call launched, or None for a JVM that an earlier command launched.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             node.pid_file.unlink(missing_ok=True)
             raise BrokerToolError(f"the broker on port {node.port} exited with status {process.returncode} "
                                   f"during start. Last lines of {node.log_file}:\n{log_tail(node)}")
-        if port_accepts(node.port, 0.5) and answers_metadata(node.address, 2.0, node.sasl):
+        if process is None and read_pid(node) != pid:
+            raise BrokerToolError(f"the broker on port {node.port} (pid {pid}) exited during start. "
+                                  f"Last lines of {node.log_file}:\n{log_tail(node)}")
+        if ready():
             return
         time.sleep(0.5)
-    raise BrokerToolError(f"the broker on port {node.port} did not answer within {timeout_s:.0f} s. "
+    raise BrokerToolError(f"the broker on port {node.port} did not {waiting_for} within {timeout_s:.0f} s. "
                           f"Last lines of {node.log_file}:\n{log_tail(node)}")
 
 
+def node_answers(node: Node, timeout_s: float = 2.0) -> bool:
+    return port_accepts(node.port, min(timeout_s, 0.5)) and answers_metadata(node.address, timeout_s, node.sasl)
+
+
 def start(nodes: list[Node], only: int | None = None) -> None:
-    """Start every node of `nodes` (or only node `only`) that is not already answering."""
+    """Start every node of `nodes` (or only node `only`) that does not respond to metadata requests yet.
+
+    A node that an earlier command launched and that does not respond yet is waited for,
+    not launched again. A KRaft node serves clients only once a majority of the quorum
+    runs, so with fewer nodes running this returns once the started nodes listen on their
+    controller ports, and prints which node to start next.
+    """
     chosen = [node for node in nodes if only is None or node.node_id == only]
-    to_start = []
+    running_ids = {node.node_id for node in nodes if read_pid(node) is not None}
+    to_launch: list[Node] = []
+    starting: list[tuple[Node, int, subprocess.Popen | None]] = []
     for node in chosen:
+        pid = read_pid(node)
         client_port_open = port_accepts(node.port)
         if client_port_open and answers_metadata(node.address, 3.0, node.sasl):
             say(f"a Kafka broker already answers at {node.address}; nothing to start")
+        elif pid is not None:
+            say(f"broker node {node.node_id} (pid {pid}) is already starting; waiting for it")
+            starting.append((node, pid, None))
         elif client_port_open or port_accepts(node.controller_port):
             raise BrokerToolError(
                 f"port {node.port} or {node.controller_port} on 127.0.0.1 is taken by a process that is not a "
                 f"Kafka broker. Stop that process, or set KAFKA_BOOTSTRAP_SERVERS to another port such as "
                 f"localhost:{node.port + 1000}.")
         else:
-            to_start.append(node)
-    if not to_start:
+            to_launch.append(node)
+    if not to_launch and not starting:
         return
 
-    fetch()
-    java = find_java()
     started = time.monotonic()
-    launched = [(node, launch(java, nodes, node)) for node in to_start]
-    for node, process in launched:
-        wait_until_ready(node, process)
-        say(f"broker node {node.node_id} ready at {node.address} pid={process.pid} log={node.log_file} "
+    if to_launch:
+        fetch()
+        java = find_java()
+        for node in to_launch:
+            process = launch(java, nodes, node)
+            starting.append((node, process.pid, process))
+            running_ids.add(node.node_id)  # Its /proc command line can still be empty right after the launch.
+
+    majority = len(nodes) // 2 + 1
+    if len(running_ids) < majority:
+        for node, pid, process in starting:
+            wait_for_node(node, pid, process, lambda: port_accepts(node.controller_port, 0.5),
+                          "listen on its controller port")
+        started_ids = ", ".join(str(node.node_id) for node, _, _ in starting)
+        next_id = next(node.node_id for node in nodes if node.node_id not in running_ids)
+        say(f"started broker node {started_ids}; the cluster serves clients once {majority} of its {len(nodes)} "
+            f"nodes run, so start another one with `--node {next_id}`, or all of them with `start`")
+        return
+
+    for node, pid, process in starting:
+        wait_for_node(node, pid, process, lambda: node_answers(node), "answer")
+        say(f"broker node {node.node_id} ready at {node.address} pid={pid} log={node.log_file} "
             f"({time.monotonic() - started:.1f} s)")
 
 
@@ -300,21 +371,35 @@ def _is_alive(pid: int) -> bool:
 
 
 def stop(nodes: list[Node], only: int | None = None) -> None:
-    if not stop_nodes([node for node in nodes if only is None or node.node_id == only]):
-        say("no local broker started by this project is running at " + ", ".join(n.address for n in nodes))
+    chosen = [node for node in nodes if only is None or node.node_id == only]
+    if not stop_nodes(chosen):
+        say("no local broker started by this project is running at " + ", ".join(n.address for n in chosen))
 
 
-def status(nodes: list[Node]) -> bool:
-    """Print one line per node and return True when every node answers."""
+def status(nodes: list[Node], only: int | None = None) -> bool:
+    """Print one line per node (or for node `only`) and return True when every node shown responds.
+
+    A node responds when it answers a metadata request. `controller=active` marks the KRaft
+    quorum leader, and the other responding nodes are standby controllers.
+    """
     all_up = True
+    leader_id = active_controller_id(nodes)
     for node in nodes:
+        if only is not None and node.node_id != only:
+            continue
         pid = read_pid(node)
-        answering = port_accepts(node.port) and answers_metadata(node.address, 2.0, node.sasl)
+        answering = node_answers(node)
         all_up = all_up and answering
-        state = "running" if answering else ("starting or stuck" if pid else "stopped")
-        role = "broker+controller"
+        state = "stopped"
+        if answering:
+            state = "running"
+        elif pid:
+            state = "starting or stuck"
+        controller = "-"
+        if answering and leader_id is not None:
+            controller = "active" if node.node_id == leader_id else "standby"
         say(f"node {node.node_id}: {state} address={node.address} controller_port={node.controller_port} "
-            f"pid={pid or '-'} role={role} log={node.log_file}")
+            f"pid={pid or '-'} role=broker+controller controller={controller} log={node.log_file}")
     return all_up
 
 
@@ -368,8 +453,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("command", choices=("fetch", "start", "stop", "status", "reset"))
     parser.add_argument("--brokers", type=int, default=int(os.environ.get("BROKERS") or 1), choices=(1, 3),
                         help="nodes in the local cluster (default: BROKERS or 1)")
-    parser.add_argument("--node", type=int, default=None, help="start or stop only this node id (1, 2 or 3)")
-    return parser.parse_args(argv)
+    parser.add_argument("--node", type=int, default=None,
+                        help="start, stop or show only this node id, from 1 to --brokers")
+    args = parser.parse_args(argv)
+    if args.node is not None:
+        if args.command not in ("start", "stop", "status"):
+            parser.error(f"--node applies to start, stop and status, not to {args.command}")
+        if not 1 <= args.node <= args.brokers:
+            parser.error(f"--node {args.node}: expected a node id from 1 to {args.brokers} (--brokers {args.brokers})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stop":
             stop(nodes, args.node)
         elif args.command == "status":
-            return 0 if status(nodes) else 3
+            return 0 if status(nodes, args.node) else 3
         elif args.command == "reset":
             reset(nodes)
         return 0

@@ -98,6 +98,11 @@ class Node:
         return self.folder / "broker.pid"
 
     @property
+    def quorum_state_file(self) -> Path:
+        """Return the file where KRaft records the quorum leader this node follows, as JSON."""
+        return self.data_dir / "__cluster_metadata-0" / "quorum-state"
+
+    @property
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 

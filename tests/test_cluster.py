@@ -287,8 +287,9 @@ def test_leader_kill_loses_nothing(cluster, tmp_path, record_property):
     """SIGKILL the leader of a busy partition mid-stream; every reading is still acknowledged and stored once."""
     topic = unique_name("cluster-failover")
     assert ensure_topic(cluster.settings(topic)) is True
-    env = cli_env(tmp_path, cluster.bootstrap, topic, KAFKA_SECURITY_PROTOCOL="PLAINTEXT", KAFKA_TOPIC_PARTITIONS=PARTITIONS,
-                  KAFKA_REPLICATION_FACTOR=REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS=MIN_INSYNC_REPLICAS)
+    env = cli_env(tmp_path, cluster.bootstrap, topic, KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
+                  KAFKA_TOPIC_PARTITIONS=PARTITIONS, KAFKA_REPLICATION_FACTOR=REPLICATION_FACTOR,
+                  KAFKA_MIN_INSYNC_REPLICAS=MIN_INSYNC_REPLICAS)
     db_path = Path(env["SQLITE_PATH"])
     consumers = start_consumers(env, tmp_path, ["consumer-a", "consumer-b"])
     producer = None
@@ -355,8 +356,9 @@ def test_consumer_leaving_hands_over_partitions(cluster, tmp_path):
     """SIGTERM one of two consumers mid-stream; the other takes its partitions and nothing is lost or repeated."""
     topic = unique_name("cluster-rebalance")
     assert ensure_topic(cluster.settings(topic)) is True
-    env = cli_env(tmp_path, cluster.bootstrap, topic, KAFKA_SECURITY_PROTOCOL="PLAINTEXT", KAFKA_TOPIC_PARTITIONS=PARTITIONS,
-                  KAFKA_REPLICATION_FACTOR=REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS=MIN_INSYNC_REPLICAS)
+    env = cli_env(tmp_path, cluster.bootstrap, topic, KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
+                  KAFKA_TOPIC_PARTITIONS=PARTITIONS, KAFKA_REPLICATION_FACTOR=REPLICATION_FACTOR,
+                  KAFKA_MIN_INSYNC_REPLICAS=MIN_INSYNC_REPLICAS)
     db_path = Path(env["SQLITE_PATH"])
     staying_path, leaving_path = tmp_path / "consumer-staying.out", tmp_path / "consumer-leaving.out"
     consumers = start_consumers(env, tmp_path, ["consumer-staying", "consumer-leaving"])

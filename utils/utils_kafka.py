@@ -78,7 +78,8 @@ def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float 
     """Create the topic with the configured partitions and replication when it is missing.
 
     Returns True when this call created it. An existing topic is never deleted or changed;
-    when its partition count or replication factor differ from the settings, a WARNING says so.
+    when its partition count, replication factor or min.insync.replicas differ from the settings,
+    a WARNING says so.
     Either way, it waits up to `timeout_s` until every partition has a leader.
     """
     name = topic or settings.topic
