@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from broker.node_config import (PROJECT_ROOT, Node, SaslUser, cluster_nodes, jvm_options, kafka_uuid, libs_dir,
-                                state_root)
+from broker.node_config import PROJECT_ROOT, Node, SaslUser, cluster_nodes, jvm_options, kafka_uuid, libs_dir
 
 POM = PROJECT_ROOT / "broker" / "pom.xml"
 LOG4J_CONFIG = PROJECT_ROOT / "broker" / "log4j2.xml"
