@@ -43,10 +43,14 @@ PROGRESS_INTERVAL_S = 5.0
 SHUTDOWN_BUDGET_S = 10.0
 CLOSE_TIMEOUT_MS = 3000
 ALERT_DELIVERY_CLOSE_TIMEOUT_S = 5.0
-# kafka-python's default is 5 min. NOTE: in one test run, a consumer that joined a group on
-# a just-created topic got no partitions for over 60 s, and the cause is not confirmed.
-# A metadata refresh every 10 s bounds how long a missed partition change goes unnoticed.
+# kafka-python's default is 5 min. A metadata refresh every 10 s bounds how long a missed
+# partition change goes unnoticed.
 METADATA_MAX_AGE_MS = 10_000
+# NOTE: with kafka-python 3.0.12, a consumer that joined a group on a just-created topic, or
+# rejoined after a revoke, was seen to stay without partitions for over 60 s; the cause in the
+# client is not confirmed. After this long with none, the consumer subscribes again, which
+# forces a rebalance. A group with more consumers than partitions sees one every 30 s.
+UNASSIGNED_RESUBSCRIBE_S = 30.0
 DEFAULT_SNAPSHOT_NAME = "sensor_chart.png"
 
 
@@ -116,12 +120,15 @@ class ConsumerRun:
     """One run of the consumer: poll, process, flush, report progress, and shut down."""
 
     def __init__(self, settings: Settings, consumer, pipeline: SensorPipeline, control: RunControl,
-                 dispatcher: AlertDispatcher | NullDispatcher | None = None):
+                 dispatcher: AlertDispatcher | NullDispatcher | None = None,
+                 listener: CommitOnRevoke | None = None):
         self.settings = settings
         self.consumer = consumer
         self.pipeline = pipeline
         self.control = control
         self.dispatcher = dispatcher or NullDispatcher()
+        self.listener = listener
+        self._unassigned_since_s: float | None = None
         self.started_s = time.monotonic()
         self._progress_s = self.started_s
         self._progress_consumed = 0
@@ -143,10 +150,30 @@ class ConsumerRun:
         if records:
             self.control.last_record_s = time.monotonic()
             self.pipeline.process(records)
+        else:
+            self._watch_assignment()
         if self.pipeline.flush_due():
             self.pipeline.flush(give_up=self.control.stopped)
         self._maybe_log_progress()
         self.control.check(self.pipeline.totals.consumed)
+
+    def _watch_assignment(self) -> None:
+        """Subscribe again after `UNASSIGNED_RESUBSCRIBE_S` without partitions, forcing a rebalance."""
+        if self.consumer.assignment():
+            self._unassigned_since_s = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since_s is None:
+            self._unassigned_since_s = now
+            return
+        if now - self._unassigned_since_s < UNASSIGNED_RESUBSCRIBE_S:
+            return
+        logger.warning("no partitions assigned for {:.0f} s topic={} group={}; subscribing again to force a "
+                       "rebalance", now - self._unassigned_since_s, self.settings.topic,
+                       self.settings.consumer_group_id)
+        self.consumer.unsubscribe()
+        self.consumer.subscribe([self.settings.topic], listener=self.listener)
+        self._unassigned_since_s = now
 
     def _maybe_log_progress(self) -> None:
         now = time.monotonic()
@@ -267,12 +294,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     insights = Insights(DetectionConfig.from_settings(settings), settings.consumer_window)
     pipeline = SensorPipeline(settings, database, insights, consumer)
-    consumer.subscribe([settings.topic], listener=CommitOnRevoke(pipeline, consumer, args.from_beginning))
+    listener = CommitOnRevoke(pipeline, consumer, args.from_beginning)
+    consumer.subscribe([settings.topic], listener=listener)
     control = RunControl(args.max_messages, args.idle_timeout_s)
     control.install_signal_handlers()
     dispatcher = AlertDispatcher.from_settings(settings)
     pipeline.stored_alert_listeners.append(dispatcher.submit)
-    consumer_run = ConsumerRun(settings, consumer, pipeline, control, dispatcher)
+    consumer_run = ConsumerRun(settings, consumer, pipeline, control, dispatcher, listener)
     chart_mode = "off"
     if show_window:
         chart_mode = "window"

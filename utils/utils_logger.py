@@ -43,14 +43,24 @@ def _masker(secrets: Iterable[str]):
 
 
 class _ToLoguru(logging.Handler):
-    """Pass records of a standard-library logger (kafka-python's) on to loguru, keeping their level."""
+    """Pass records of a standard-library logger (kafka-python's) on to loguru, keeping their level.
+
+    The client attaches a traceback even to ordinary network errors, such as a broker that
+    closed a connection; those are logged as one line with the exception's repr, and only
+    CRITICAL records keep their traceback.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, "kafka-python: {}", record.getMessage())
+        message = record.getMessage()
+        exception = record.exc_info
+        if exception and record.levelno < logging.CRITICAL:
+            message = f"{message}: {exception[1]!r}"
+            exception = None
+        logger.opt(depth=6, exception=exception).log(level, "kafka-python: {}", message)
 
 
 def _route_library_logs(level: int = logging.WARNING) -> None:
