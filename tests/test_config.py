@@ -130,3 +130,14 @@ def test_env_example_lists_every_setting():
     keys = [spec.metadata["env"] for spec in fields(Settings)]
     assert sorted(example) == sorted(keys)
     load_settings(env_file=PROJECT_ROOT / ".env.example", environ={})
+
+
+def test_missing_smtp_cafile_rejected():
+    with pytest.raises(ConfigError, match="SMTP_CAFILE"):
+        load_settings(env_file="/nonexistent/.env", environ={"SMTP_CAFILE": "/nonexistent/ca.pem"})
+
+
+def test_ssl_password_without_keyfile_rejected():
+    with pytest.raises(ConfigError, match="KAFKA_SSL_KEYFILE") as raised:
+        load_settings(env_file="/nonexistent/.env", environ={"KAFKA_SSL_PASSWORD": "key-secret"})
+    assert "key-secret" not in str(raised.value)

@@ -373,9 +373,11 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(f"missing KAFKA_SASL_USERNAME or KAFKA_SASL_PASSWORD: "
                               f"KAFKA_SECURITY_PROTOCOL={protocol} needs both")
     for key, path in (("KAFKA_SSL_CAFILE", settings.ssl_cafile), ("KAFKA_SSL_CERTFILE", settings.ssl_certfile),
-                      ("KAFKA_SSL_KEYFILE", settings.ssl_keyfile)):
+                      ("KAFKA_SSL_KEYFILE", settings.ssl_keyfile), ("SMTP_CAFILE", settings.smtp_cafile)):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"invalid {key}={path!r}: file not found; give the path of a PEM file")
+    if settings.ssl_password and not settings.ssl_keyfile:
+        raise ConfigError("missing KAFKA_SSL_KEYFILE: KAFKA_SSL_PASSWORD is the password of that key file")
     if settings.min_insync_replicas > settings.replication_factor:
         raise ConfigError(
             f"invalid KAFKA_MIN_INSYNC_REPLICAS={settings.min_insync_replicas}: expected at most "
