@@ -40,5 +40,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+bench: setup
+	$(PY) -m bench.run --output docs/benchmarks.md
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+evaluate: setup
+	$(PY) -m bench.evaluate_detection
+
 clean:
 	rm -rf $(VENV) .pytest_cache
