@@ -48,8 +48,11 @@ class SnapshotWriter:
         self.interval_s = interval_s
         self._last_s = time.monotonic()
 
+    def due(self) -> bool:
+        return time.monotonic() - self._last_s >= self.interval_s
+
     def maybe_write(self) -> None:
-        if time.monotonic() - self._last_s >= self.interval_s:
+        if self.due():
             self.write()
 
     def write(self) -> None:

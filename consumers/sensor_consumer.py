@@ -338,9 +338,12 @@ def run_headless(consumer_run: ConsumerRun, snapshot_path: Path | None, machine:
 
     while not consumer_run.control.stopped():
         consumer_run.step(HEADLESS_POLL_TIMEOUT_MS)
-        if snapshots:
+        if snapshots and snapshots.due():
+            # Rendering takes hundreds of milliseconds on a small machine: store the open batch
+            # first, so no polled reading waits for a frame before it is committed.
+            consumer_run.pipeline.flush(give_up=consumer_run.control.stopped)
             snapshots.chart.set_status(consumer_run.status_text())
-            snapshots.maybe_write()
+            snapshots.write()
 
     if snapshots:
         snapshots.chart.set_status(consumer_run.status_text())
@@ -352,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_run_settings(args)
         DeliverySettings.from_settings(settings)  # Checks the alert delivery settings before any work.
+        setup_logging("consumer", settings.log_level, settings.log_folder(), settings.secrets())
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    setup_logging("consumer", settings.log_level, settings.log_folder(), settings.secrets())
     try:
         return run(args, settings)
     except KeyboardInterrupt:

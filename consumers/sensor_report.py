@@ -310,11 +310,19 @@ def _run_once(args: argparse.Namespace, settings: Settings, path: Path, time_ran
             return 2
 
         if args.csv:
-            for written in export_csv(connection, project_path(args.csv), time_range):
-                logger.info("wrote {}", written)
+            try:
+                for written in export_csv(connection, project_path(args.csv), time_range):
+                    logger.info("wrote {}", written)
+            except OSError as error:
+                raise ReportError(f"cannot write CSV files to --csv {args.csv}: {error.strerror}; "
+                                  f"give a writable folder") from None
         if args.png:
             chart = build_chart(connection, machine, time_range, settings.temperature_max_c)
-            logger.info("wrote {}", save_png(chart.figure, project_path(args.png)))
+            try:
+                logger.info("wrote {}", save_png(chart.figure, project_path(args.png)))
+            except OSError as error:
+                raise ReportError(f"cannot write the chart to --png {args.png}: {error.strerror}; "
+                                  f"give a path in a writable folder") from None
         connection.execute("COMMIT")
     finally:
         connection.close()
@@ -326,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings(sqlite_path=args.db)
+        setup_logging("sensor_report", settings.log_level, settings.log_folder(), settings.secrets())
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    setup_logging("sensor_report", settings.log_level, settings.log_folder(), settings.secrets())
 
     try:
         return run(args, settings)

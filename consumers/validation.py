@@ -12,8 +12,10 @@ The contract, checked in this order:
 - `timestamp` is an ISO-8601 date and time with `Z`, a UTC offset, or no zone (taken as
   UTC). It is stored as UTC text with milliseconds, `2026-12-04T08:00:00.123Z`.
   A timestamp more than `MAX_FUTURE_SKEW_S` (one day) ahead of the consumer's clock is rejected,
-  because it would hold alert cooldowns and charts in the future. Old timestamps are
-  accepted so that replays of history work.
+  because it would hold alert cooldowns and charts in the future. A timestamp before
+  1970-01-01 is rejected as a wrong sensor clock: matplotlib cannot draw years before 1,
+  and the stored text keeps a four-digit year, so text order stays time order. Other old
+  timestamps are accepted so that replays of history work.
 - `temperature`, `pressure` and `vibration` are finite JSON numbers (not strings, not
   booleans) inside the accepted bounds from the settings, ends included.
 - `seq`, when present and not null, is an integer from 1 to 2**63 - 1 (SQLite's
@@ -157,6 +159,8 @@ def parse_timestamp(value: Any, now_s: float | None = None) -> tuple[str, float]
     except (OverflowError, ValueError):
         return f"timestamp {show(value)} is out of range"
 
+    if timestamp_s < 0:
+        return f"timestamp {show(value)} is before 1970-01-01, so the sensor clock is wrong"
     now_s = time.time() if now_s is None else now_s
     if timestamp_s - now_s > MAX_FUTURE_SKEW_S:
         return f"timestamp {show(value)} is more than {MAX_FUTURE_SKEW_S / 3600:g} hours ahead of the consumer clock"

@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = build_settings(args)
+        setup_logging("producer", settings.log_level, settings.log_folder(), settings.secrets())
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     options = build_options(args, settings)
-    setup_logging("producer", settings.log_level, settings.log_folder(), settings.secrets())
 
     stop, abandon = threading.Event(), threading.Event()
     install_stop_handlers(stop, abandon)

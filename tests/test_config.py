@@ -65,7 +65,7 @@ def test_inline_comment_after_value_ignored(tmp_path):
     ("PRODUCER_INTERVAL_S", "nan", "finite"),
     ("PRODUCER_FAULT_RATE", "1.5", "probability"),
     ("PRODUCER_MACHINES", "2.5", "whole number"),
-    ("CONSUMER_WINDOW", "-3", "at least 1"),
+    ("CONSUMER_WINDOW", "-3", "at least 2"),
     ("SQLITE_BUSY_TIMEOUT_MS", "-1", "at least 0"),
     ("VALID_TEMPERATURE_C", "400,-50", "LOW below HIGH"),
     ("VALID_PRESSURE_KPA", "zero", "LOW,HIGH"),

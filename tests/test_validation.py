@@ -81,6 +81,7 @@ def test_timestamp_future_skew_boundary():
 
 def test_timestamp_old_accepted():
     assert isinstance(parse_timestamp("1999-01-01T00:00:00Z", NOW_S), tuple)
+    assert parse_timestamp("1970-01-01T00:00:00Z", NOW_S)[0] == "1970-01-01T00:00:00.000Z"
 
 
 @pytest.mark.parametrize("field, low, high", [("temperature", -50, 400), ("pressure", 0, 5000),

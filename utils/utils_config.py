@@ -218,7 +218,8 @@ class Settings:
     producer_linger_ms: int = setting(
         "PRODUCER_LINGER_MS", "20", _int_at_least(0), "milliseconds the producer waits to fill a batch")
     consumer_group_id: str = setting("CONSUMER_GROUP_ID", "sensor-consumers", _text, "consumer group id")
-    consumer_window: int = setting("CONSUMER_WINDOW", "60", _positive_int, "readings per machine in the rolling window")
+    consumer_window: int = setting(
+        "CONSUMER_WINDOW", "60", _int_at_least(2), "readings per machine in the rolling window")
     sqlite_path: str = setting(
         "SQLITE_PATH", "data/sensors.sqlite", _text,
         "SQLite database file; a relative path is taken from the project folder")
@@ -227,7 +228,7 @@ class Settings:
         "milliseconds SQLite waits for a lock before it reports busy")
     batch_size: int = setting("CONSUMER_BATCH_SIZE", "500", _positive_int, "readings per SQLite transaction at most")
     batch_interval_ms: int = setting(
-        "CONSUMER_BATCH_INTERVAL_MS", "500", _positive_int, "milliseconds a batch may wait before it is written")
+        "CONSUMER_BATCH_INTERVAL_MS", "200", _positive_int, "milliseconds a batch may wait before it is written")
     temperature_max_c: float = setting("ALERT_TEMPERATURE_MAX_C", "90.0", _float, "temperature alert limit in °C")
     pressure_min_kpa: float = setting("ALERT_PRESSURE_MIN_KPA", "250.0", _float, "low pressure alert limit in kPa")
     vibration_max_mm_s: float = setting(

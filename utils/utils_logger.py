@@ -11,6 +11,8 @@ from typing import IO, Iterable
 
 from loguru import logger
 
+from utils.utils_config import ConfigError
+
 _LOCK_HANDLES: list[IO[str]] = []  # Kept open for the life of the process so the file lock holds.
 
 
@@ -75,14 +77,19 @@ def setup_logging(name: str, level: str = "INFO", log_dir: Path | str = "logs",
                   secrets: Iterable[str] = ()) -> Path:
     """Send logs to stderr at `level` and to a rotating DEBUG file `log_dir/<name>.log`.
 
-    Returns the file in use. Every secret in `secrets` is masked in every message.
+    Returns the file in use. Every secret in `secrets` is masked in every message. Raises
+    `ConfigError` naming LOG_DIR when the folder cannot be created or written.
     """
     logger.remove()
     logger.configure(patcher=_masker(secrets))
     logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
                                                 "{message}", colorize=None)
     _route_library_logs()
-    log_file = _claim_log_file(Path(log_dir), name)
+    try:
+        log_file = _claim_log_file(Path(log_dir), name)
+    except OSError as error:
+        raise ConfigError(f"invalid LOG_DIR={str(log_dir)!r}: cannot write log files there ({error.strerror}); "
+                          f"set LOG_DIR to a writable folder") from None
     logger.add(log_file, level="DEBUG", rotation="10 MB", retention=5, encoding="utf-8",
                format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} pid={process} {name}:{line} {message}")
     if log_file.stem != name:
