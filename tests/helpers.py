@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from kafka import KafkaConsumer
 
 from utils.utils_config import PROJECT_ROOT
 
@@ -44,3 +48,31 @@ def start_cli(module: str, *args: str, env: dict[str, str], log_path: Path) -> s
     with open(log_path, "wb") as output:
         return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env,
                                 stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, quiet_s: float = 1.0) -> list:
+    """Read `topic` from the start until `expected` records arrived, then `quiet_s` more to catch extra ones."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    records = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        quiet_until = time.monotonic() + quiet_s
+        while time.monotonic() < quiet_until:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def query(db_path: Path, sql: str, *params) -> list[tuple]:
+    """Run one read query on a SQLite file, waiting up to 10 s for a writer's lock."""
+    connection = sqlite3.connect(db_path, timeout=10)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()

@@ -33,7 +33,7 @@ from loguru import logger
 
 from broker import local_kafka
 from broker.node_config import CONTROLLER_PORT_OFFSET, Node, cluster_nodes
-from tests.helpers import cli_env, run_cli, start_cli, unique_name
+from tests.helpers import cli_env, query, run_cli, start_cli, unique_name
 from utils.utils_config import Settings, load_settings
 from utils.utils_kafka import create_admin, ensure_topic
 
@@ -123,14 +123,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: floa
             return True
         time.sleep(interval_s)
     return condition()
-
-
-def query(db_path: Path, sql: str, *params) -> list[tuple]:
-    connection = sqlite3.connect(db_path, timeout=10)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
 
 
 def stored_count(db_path: Path) -> int:

@@ -9,35 +9,15 @@ import time
 from collections import defaultdict
 
 import pytest
-from kafka import KafkaConsumer
 
 from producers.message import FIELDS, LABELS
 from producers.simulation import Plant
-from tests.helpers import cli_env, run_cli, start_cli
+from tests.helpers import cli_env, read_topic, run_cli, start_cli
 
 PRODUCER = "producers.sensor_producer"
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 MACHINE_ID = re.compile(r"M-\d{3}")
 SUMMARY = re.compile(r"summary sent=(\d+) acknowledged=(\d+) failed=(\d+)")
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:
-    """Read the topic from the start until `expected` records arrived, then 2 s more to catch extras."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
-    records = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        quiet_until = time.monotonic() + 2.0
-        while time.monotonic() < quiet_until:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
 
 
 def parse_summary(output: str) -> tuple[int, int, int]:
@@ -90,7 +70,7 @@ def test_producer_cli_delivers_exact_count(kafka_bootstrap, topic, tmp_path):
     assert "started topic=" in result.stderr
     assert "stopped reason=count" in result.stderr
 
-    records = consume_all(kafka_bootstrap, topic, 1000)
+    records = read_topic(kafka_bootstrap, topic, 1000, quiet_s=2.0)
     assert len(records) == 1000
     by_machine = defaultdict(list)
     for record in records:
@@ -120,7 +100,8 @@ def test_producer_cli_reproduces_seeded_run(kafka_bootstrap, topic, tmp_path):
             (message["seq"], message["temperature"], message["pressure"], message["vibration"], reading.label))
 
     received = defaultdict(list)
-    for record in sorted(consume_all(kafka_bootstrap, topic, 400), key=lambda r: (r.partition, r.offset)):
+    records = read_topic(kafka_bootstrap, topic, 400, quiet_s=2.0)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         message = json.loads(record.value)
         received[message["machine_id"]].append(
             (message["seq"], message["temperature"], message["pressure"], message["vibration"],
@@ -166,7 +147,7 @@ def test_producer_cli_sigterm_flushes_and_exits(kafka_bootstrap, topic, tmp_path
     assert (acknowledged, failed) == (sent, 0)
     assert "stopped reason=signal" in output
     assert "Traceback" not in output
-    assert len(consume_all(kafka_bootstrap, topic, sent)) == sent
+    assert len(read_topic(kafka_bootstrap, topic, sent, quiet_s=2.0)) == sent
 
 
 def test_producer_cli_broker_down_exits_2(tmp_path):

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from producers.message import machine_id
-from tests.helpers import start_cli
+from tests.helpers import query, start_cli
 from utils.utils_config import Settings
 from utils.utils_kafka import create_admin
 
@@ -70,14 +70,6 @@ def kill_leftovers(*processes: subprocess.Popen | None) -> None:
 
 # ---------------------------------------------------------------------------- SQLite
 
-def query(db_path: Path, sql: str, *params) -> list[tuple]:
-    connection = sqlite3.connect(db_path, timeout=5)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
-
-
 def stored_count(db_path: Path) -> int:
     """Count rows in `readings` plus `rejects`; 0 while the consumer has not created the file or schema yet."""
     if not db_path.exists():
@@ -132,25 +124,6 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:
-    """Read `topic` from the start until `expected` records arrived, then 1 s more to catch extra ones."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
-    records = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        quiet_until = time.monotonic() + 1.0
-        while time.monotonic() < quiet_until:
-            for batch in consumer.poll(timeout_ms=300).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
 
 
 # ---------------------------------------------------------------------------- consumer runs
