@@ -93,7 +93,7 @@ def fetch(force: bool = False) -> None:
         raise MissingPrerequisite(f"Maven (mvn) not found. {INSTALL_HINT}")
 
     started = time.monotonic()
-    say(f"fetching Kafka jars with Maven into {libs_dir()} (the first time takes a minute)")
+    say(f"fetching Kafka jars with Maven into {libs_dir()} (about 30 s the first time)")
     if libs_dir().exists():
         shutil.rmtree(libs_dir())
     command = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
