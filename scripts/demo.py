@@ -19,6 +19,7 @@ from broker import local_kafka
 from broker.node_config import cluster_nodes
 from utils.utils_config import PROJECT_ROOT, ConfigError, load_settings
 from utils.utils_kafka import BrokerUnavailable, ensure_topic
+from utils.utils_logger import setup_logging
 
 CONSUMER_IDLE_TIMEOUT_S = 10
 SNAPSHOT = PROJECT_ROOT / "data" / "demo_chart.png"
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings()
+        setup_logging("demo", settings.log_level, settings.log_folder(), settings.secrets())
         ensure_broker(settings.bootstrap_servers)
         ensure_topic(settings)
     except (ConfigError, BrokerUnavailable, local_kafka.BrokerToolError) as error:
