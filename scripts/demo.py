@@ -2,7 +2,7 @@
 
     python -m scripts.demo [--duration-s 30]
 
-Starts the local broker when none answers at KAFKA_BOOTSTRAP_SERVERS (and leaves it
+Starts the local broker when none responds at KAFKA_BOOTSTRAP_SERVERS (and leaves it
 running for the two-terminal workflow), runs the consumer and the producer side by side,
 and ends with where the SQLite file is and what it holds.
 """

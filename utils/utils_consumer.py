@@ -19,7 +19,7 @@ def create_consumer(settings: Settings, group_id: str | None = None, from_beginn
     stored. No value_deserializer is set, because one that raises would make every poll
     of that record fail; the caller decodes and validates each value itself.
     `from_beginning` sets where a group with no committed offset starts.
-    Raises `BrokerUnavailable` when no broker answers within `bootstrap_timeout_s`.
+    Raises `BrokerUnavailable` when no broker responds within `bootstrap_timeout_s`.
     """
     config: dict[str, Any] = {
         **client_config(settings, "consumer"),

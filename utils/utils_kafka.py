@@ -1,4 +1,4 @@
-"""What the producer and the consumer share on the Kafka side: client settings, the broker check, the topic."""
+"""Kafka helpers shared by the producer and the consumer: client settings, the broker check and the topic."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ START_HINT = "start the local broker with `make kafka-start`, or set KAFKA_BOOTS
 
 
 class BrokerUnavailable(RuntimeError):
-    """No broker answered at the configured address; the message is one line a user can act on."""
+    """No broker responded at the configured address; the message is one line a user can act on."""
 
 
 def client_config(settings: Settings, role: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def client_config(settings: Settings, role: str) -> dict[str, Any]:
 
 
 def create_admin(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClient:
-    """Connect an admin client, raising `BrokerUnavailable` when no broker answers within `timeout_s`."""
+    """Connect an admin client, raising `BrokerUnavailable` when no broker responds within `timeout_s`."""
     timeout_ms = int(timeout_s * 1000)
     try:
         return KafkaAdminClient(**client_config(settings, "admin"), bootstrap_timeout_ms=timeout_ms,
@@ -53,7 +53,7 @@ def create_admin(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClien
 
 
 def broker_unavailable(settings: Settings, error: BaseException) -> BrokerUnavailable:
-    """Build the one-line error for a broker that does not answer at start."""
+    """Build the one-line error for a broker that does not respond at start."""
     hint = START_HINT
     if settings.security_protocol != "PLAINTEXT":
         # kafka-python 3.0 reports a rejected login or TLS handshake as a bootstrap timeout too.
@@ -79,7 +79,7 @@ def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float 
 
     Returns True when this call created it. An existing topic is never deleted or changed;
     when its partition count, replication factor or min.insync.replicas differ from the settings,
-    a WARNING says so.
+    a WARNING is logged.
     Either way, it waits up to `timeout_s` until every partition has a leader.
     """
     name = topic or settings.topic

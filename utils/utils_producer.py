@@ -20,7 +20,7 @@ def create_producer(settings: Settings, bootstrap_timeout_s: float = 10.0, **ove
 
     Keys and values are sent as the bytes the caller passes: serialising is the caller's
     job, so a bad value fails in the caller's code with its machine_id, not in the client.
-    Raises `BrokerUnavailable` when no broker answers within `bootstrap_timeout_s`.
+    Raises `BrokerUnavailable` when no broker responds within `bootstrap_timeout_s`.
     """
     config: dict[str, Any] = {
         **client_config(settings, "producer"),
