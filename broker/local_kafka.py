@@ -36,7 +36,7 @@ INSTALL_HINT = ("Install Java 17+ and Maven (Debian/Ubuntu: apt-get install open
 
 
 class BrokerToolError(RuntimeError):
-    """A failure the user can act on; the message says what failed and what to do."""
+    """A failure the user can act on: the message names what failed and what to do."""
 
     exit_status = 1
 
@@ -119,7 +119,7 @@ def port_accepts(port: int, timeout_s: float = 1.0) -> bool:
 
 
 def answers_metadata(address: str, timeout_s: float = 3.0, sasl: SaslUser | None = None) -> bool:
-    """Return True when a Kafka broker at `address` answers a metadata request (logging in with `sasl`)."""
+    """Return True when a Kafka broker at `address` responds to a metadata request (logging in with `sasl`)."""
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -378,7 +378,7 @@ def stop(nodes: list[Node], only: int | None = None) -> None:
 def status(nodes: list[Node], only: int | None = None) -> bool:
     """Print one line per node (or for node `only`) and return True when every node shown responds.
 
-    A node responds when it answers a metadata request. `controller=active` marks the KRaft
+    A node responds when it returns metadata. `controller=active` marks the KRaft
     quorum leader, and the other responding nodes are standby controllers.
     """
     all_up = True

@@ -7,11 +7,11 @@ alert on a bounded queue. A full queue drops the alert, counts it and logs it. T
 sends each alert to every enabled sink, retrying a failed send `send_retries` times with
 exponential backoff, and logs every failure with machine_id, metric and the error.
 
-An alert is a dict with these keys (the columns of the `alerts` table):
-`machine_id`, `metric` ("temperature", "pressure" or "vibration"), `value`, `threshold`
-(the crossed limit for kind "limit", the z-score threshold for kind "zscore"), `zscore`
-(None for kind "limit"), `kind`, `timestamp` (reading time, UTC text), and `topic`,
-`partition`, `offset` of the record that raised it. Only `machine_id` and `metric` are
+An alert is a dict with the columns of the `alerts` table as keys:
+- `machine_id`, and `metric` ("temperature", "pressure" or "vibration");
+- `value`, and `threshold`: the crossed limit for kind "limit", the z-score threshold for kind "zscore";
+- `zscore` (None for kind "limit"), `kind`, and `timestamp` (reading time, UTC text);
+- `topic`, `partition` and `offset` of the record that raised it. Only `machine_id` and `metric` are
 required. The other keys show as "unknown" when missing.
 """
 

@@ -47,7 +47,7 @@ ALERT_DELIVERY_CLOSE_TIMEOUT_S = 5.0
 # partition change goes unnoticed.
 METADATA_MAX_AGE_MS = 10_000
 # NOTE: with kafka-python 3.0.12, a consumer that joined a group on a just-created topic, or
-# rejoined after a revoke, was seen to stay without partitions for over 60 s; the cause in the
+# rejoined after a revoke, was seen to stay without partitions for over 60 s. The cause in the
 # client is not confirmed. After this long with none, the consumer subscribes again, which
 # forces a rebalance. A group with more consumers than partitions sees one every 30 s.
 UNASSIGNED_RESUBSCRIBE_S = 30.0

@@ -1,7 +1,7 @@
 """Session fixtures: the real Kafka broker at KAFKA_BOOTSTRAP_SERVERS, and fresh topics on it.
 
-When no broker answers there, the project's local broker is started for the session and
-stopped at its end; one that was already running is left running. A broker that cannot
+When no broker responds there, the project's local broker is started for the session and
+stopped at its end. A broker that was already running is left running. A broker that cannot
 start fails the run with its own error: integration tests are never skipped silently.
 """
 

@@ -64,7 +64,7 @@ def broker_unavailable(settings: Settings, error: BaseException) -> BrokerUnavai
 
 
 def check_broker(settings: Settings, timeout_s: float = 10.0) -> None:
-    """Raise `BrokerUnavailable` unless a broker answers a metadata request within `timeout_s`."""
+    """Raise `BrokerUnavailable` unless a broker responds to a metadata request within `timeout_s`."""
     admin = create_admin(settings, timeout_s)
     try:
         admin.list_topics()

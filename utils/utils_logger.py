@@ -48,7 +48,7 @@ class _ToLoguru(logging.Handler):
     """Pass records of a standard-library logger (kafka-python's) on to loguru, keeping their level.
 
     The client attaches a traceback even to ordinary network errors, such as a broker that
-    closed a connection; those are logged as one line with the exception's repr, and only
+    closed a connection. Those are logged as one line with the exception's repr. Only
     CRITICAL records keep their traceback.
     """
 
